@@ -1,0 +1,186 @@
+"""Command line: argument parsing only; the work is done by the functions it calls.
+
+Exit codes: 0 done, 2 bad input (one sentence on stderr), 1 an unexpected error (a bug),
+130 interrupted (the outputs hold the steps done so far).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from rlcam.errors import RlcamError
+
+EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+DEFAULT_AGENT_DIR = Path(__file__).resolve().parent.parent / "agents"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so every bad input takes the same path."""
+
+    def error(self, message):
+        raise RlcamError(f"{message} (see '{self.prog} --help').")
+
+
+def default_agent(env: str) -> Path:
+    """The shipped agent for ``env``: ``agents/<game>_*.zip`` beside the package (a source checkout)."""
+    game = env.split(":")[-1].split("/")[-1].split("NoFrameskip")[0].split("-")[0].lower()
+    found = sorted(DEFAULT_AGENT_DIR.glob(f"{game}_*.zip")) if DEFAULT_AGENT_DIR.is_dir() else []
+    preferred = [p for p in found if "_ppo" in p.stem] or found
+    if not preferred:
+        raise RlcamError(f"no shipped agent for env {env!r} in {DEFAULT_AGENT_DIR}; pass --agent PATH.zip.")
+    return preferred[0]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from rlcam.cam import METHODS
+    from rlcam.geometry import PLACEMENTS
+    from rlcam.norm import NORMS
+
+    parser = _Parser(prog="rlcam", description="See what a Stable-Baselines3 pixel agent looks at (Grad-CAM).")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    rec = sub.add_parser(
+        "record",
+        help="run an agent and write an annotated attention video plus a trace",
+        description=(
+            "Run a saved SB3 agent in its env, compute a Grad-CAM map for every action it takes, and "
+            "stream the annotated video (MP4 or GIF) and a trace (.npz) of the raw maps."
+        ),
+        epilog="example: rlcam record --env Breakout --agent agents/breakout_ppo.zip --steps 1000 --out breakout.mp4",
+    )
+    rec.add_argument("--env", default="Breakout", help="short Atari name, Gymnasium id or module:EnvId-v0 (default: Breakout)")
+    rec.add_argument("--agent", type=Path, help="SB3 agent zip (default: the agent shipped in agents/ for --env)")
+    length = rec.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, help="agent steps to record (default 1000)")
+    length.add_argument("--episodes", type=int, help="record until this many full games have ended")
+    rec.add_argument("--seed", type=int, default=0, help="env and sampling seed (default 0)")
+    mode = rec.add_mutually_exclusive_group()
+    mode.add_argument("--deterministic", dest="deterministic", action="store_true", default=True,
+                      help="take the argmax action (default)")
+    mode.add_argument("--stochastic", dest="deterministic", action="store_false",
+                      help="sample actions (softmax for PPO/A2C, epsilon-greedy for DQN), seeded")
+    rec.add_argument("--out", type=Path, default=Path("rlcam.mp4"), help="video path, .mp4 or .gif (default rlcam.mp4)")
+    rec.add_argument("--trace", type=Path, help="trace path (.npz); default: the video's path with .npz")
+    rec.add_argument("--save-obs", action="store_true", help="store the exact policy inputs in the trace")
+    rec.add_argument("--target", help="explained score: logit|logprob|value (PPO/A2C, default logit), q|advantage (DQN, default q)")
+    rec.add_argument("--layer", help="module path inside model.policy (see 'rlcam info'); default: last rectified conv")
+    rec.add_argument("--method", default="gradcam", choices=sorted(METHODS), help="map method (default gradcam)")
+    rec.add_argument("--placement", default="bilinear", choices=PLACEMENTS,
+                     help="how layer cells land on the input: bilinear (paper) or rf (receptive-field centres)")
+    rec.add_argument("--norm", default="running", choices=NORMS, help="display normalisation (default running)")
+    rec.add_argument("--n-envs", type=int, default=1, help="envs explained together in one batch; video shows env 0")
+    rec.add_argument("--fps", type=int, default=30, help="video frame rate (default 30)")
+    rec.add_argument("--scale", type=int, default=3, help="integer upscaling of the game frame (default 3)")
+    rec.add_argument("--alpha", type=float, default=0.6, help="map opacity at full attention (default 0.6)")
+    rec.add_argument("--algo", choices=["ppo", "a2c", "dqn", "qrdqn"], help="force the algorithm (normally detected)")
+    rec.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    rec.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    info = sub.add_parser("info", help="describe an agent zip: algorithm, spaces, candidate layers",
+                          description="Print an agent's algorithm, spaces, default target and layer, and candidate layers.")
+    info.add_argument("--agent", type=Path, required=True, help="SB3 agent zip")
+    info.add_argument("--algo", choices=["ppo", "a2c", "dqn", "qrdqn"], help="force the algorithm")
+    return parser
+
+
+def _progress(stream):
+    started = time.perf_counter()
+
+    def show(done: int, total: int | None) -> None:
+        if done % 10 and done != total:
+            return
+        rate = done / max(time.perf_counter() - started, 1e-9)
+        if total:
+            filled = int(30 * done / total)
+            stream.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{total} steps  {rate:.0f} steps/s")
+        else:
+            stream.write(f"\r{done} steps  {rate:.0f} steps/s")
+        stream.flush()
+
+    return show
+
+
+def cmd_record(args) -> int:
+    from rlcam.record import RecordConfig, record
+
+    cfg = RecordConfig(
+        agent=args.agent or default_agent(args.env),
+        env=args.env,
+        out=args.out,
+        trace=args.trace,
+        steps=args.steps,
+        episodes=args.episodes,
+        seed=args.seed,
+        deterministic=args.deterministic,
+        target=args.target,
+        layer=args.layer,
+        method=args.method,
+        placement=args.placement,
+        norm=args.norm,
+        n_envs=args.n_envs,
+        save_obs=args.save_obs,
+        fps=args.fps,
+        scale=args.scale,
+        alpha=args.alpha,
+        overwrite=args.overwrite,
+        algo=args.algo,
+    )
+    show = None if args.quiet or not sys.stderr.isatty() else _progress(sys.stderr)
+    result = record(cfg, on_step=show)
+    if show is not None:
+        sys.stderr.write("\n")
+    state = "interrupted after" if result.interrupted else "recorded"
+    print(
+        f"{state} {result.steps} steps ({result.episodes} games ended) in {result.seconds:.1f} s: "
+        f"video {result.video}, trace {result.trace}"
+    )
+    return EXIT_INTERRUPTED if result.interrupted else EXIT_OK
+
+
+def cmd_info(args) -> int:
+    from rlcam.agents import load_agent
+    from rlcam.explainer import conv_layers, default_layer
+    from rlcam.targets import DEFAULT_TARGET, TARGETS
+
+    agent = load_agent(args.agent, algo=args.algo)
+    model = agent.model
+    print(f"agent        {agent.path}  (sha256 {agent.sha256[:16]}...)")
+    print(f"algorithm    {agent.algo.upper()}  policy {type(model.policy).__name__}")
+    print(f"observation  {model.observation_space}")
+    print(f"actions      {model.action_space}")
+    print(f"targets      {', '.join(TARGETS[agent.algo])} (default {DEFAULT_TARGET[agent.algo]})")
+    layers = conv_layers(agent)
+    if layers:
+        print(f"layer        {default_layer(agent)} (default)")
+        print("candidates   " + "\n             ".join(layers))
+    else:
+        print("layer        none: this policy has no conv layer, so rlcam cannot explain it")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (also usable in-process, e.g. from tests)."""
+    try:
+        args = build_parser().parse_args(argv)
+        # SB3 and Gymnasium warn about things the user cannot act on here (e.g. render fps).
+        with warnings.catch_warnings():
+            if not os.environ.get("RLCAM_WARNINGS"):
+                warnings.simplefilter("ignore")
+            return {"record": cmd_record, "info": cmd_info}[args.command](args)
+    except RlcamError as exc:
+        print(f"rlcam: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    except OSError as exc:  # disk full, permissions: the environment, not the input's content
+        print(f"rlcam: error: {exc.strerror or exc} ({exc.filename or 'output'}).", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("rlcam: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

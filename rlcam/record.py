@@ -1,0 +1,278 @@
+"""The per-step loop: observe -> explain -> act -> render -> write.
+
+``record(RecordConfig(...))`` is what ``rlcam record`` runs. Outputs appear only when
+complete (written under temporary names, renamed at the end); Ctrl-C or SIGTERM stop
+the loop at a step boundary and still close a valid, shorter video and trace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+import rlcam
+from rlcam.agents import load_agent
+from rlcam.envs import action_names, check_compatible, frames, make_env
+from rlcam.errors import RlcamError
+from rlcam.explainer import Explainer
+from rlcam.norm import Normalizer, normalised
+from rlcam.render import PanelInfo, compose
+from rlcam.video import FrameWriter, TraceWriter
+
+DEFAULT_STEPS = 1000
+
+
+@dataclass
+class RecordConfig:
+    """What to record. Paths may be str or Path."""
+
+    agent: Path
+    """SB3 agent zip (PPO, A2C, DQN, QR-DQN)."""
+    env: str = "Breakout"
+    """Env name: a short Atari name, a Gymnasium id, or ``module:EnvId-v0``."""
+    out: Path = Path("rlcam.mp4")
+    """Video path; ``.mp4`` or ``.gif``."""
+    trace: Path | None = None
+    """Trace path (``.npz``); default: beside the video, same stem."""
+    steps: int | None = None
+    """Agent steps to record (default 1000 when ``episodes`` is not given)."""
+    episodes: int | None = None
+    """Record until this many full games (game over, not life loss) have ended."""
+    seed: int = 0
+    """Seeds the envs (env i gets seed + i) and the sampling of stochastic actions."""
+    deterministic: bool = True
+    """Argmax actions; False samples them (seeded)."""
+    target: str | None = None
+    """Explained score: logit/logprob/value (PPO, A2C), q/advantage (DQN, QR-DQN)."""
+    layer: str | None = None
+    """Module path inside ``model.policy``; default: the last rectified conv output."""
+    method: str = "gradcam"
+    placement: str = "bilinear"
+    norm: str = "running"
+    n_envs: int = 1
+    """Envs stepped together; all are explained in one batch, the video shows env 0."""
+    save_obs: bool = False
+    """Store the exact policy input in the trace."""
+    fps: int = 30
+    scale: int = 3
+    """Integer upscaling of the game frame in the video."""
+    alpha: float = 0.6
+    """Opacity of the map at full attention."""
+    overwrite: bool = False
+    algo: str | None = None
+    """Force the algorithm instead of detecting it from the zip."""
+
+    def __post_init__(self):
+        self.agent = Path(self.agent)
+        self.out = Path(self.out)
+        self.trace = Path(self.trace) if self.trace is not None else self.out.with_suffix(".npz")
+
+
+@dataclass
+class RecordResult:
+    video: Path
+    trace: Path
+    steps: int
+    episodes: int  # games that ended during the recording
+    interrupted: bool
+    seconds: float
+    meta: dict = field(repr=False)
+
+
+def validate(cfg: RecordConfig) -> None:
+    """Reject bad settings before anything is loaded or written."""
+    if cfg.steps is not None and cfg.episodes is not None:
+        raise RlcamError("give either --steps or --episodes, not both.")
+    if cfg.steps is not None and cfg.steps <= 0:
+        raise RlcamError(f"--steps must be a positive number of steps, not {cfg.steps}.")
+    if cfg.episodes is not None and cfg.episodes <= 0:
+        raise RlcamError(f"--episodes must be a positive number of games, not {cfg.episodes}.")
+    for name, value, low in (("--n-envs", cfg.n_envs, 1), ("--fps", cfg.fps, 1), ("--scale", cfg.scale, 1)):
+        if value < low:
+            raise RlcamError(f"{name} must be at least {low}, not {value}.")
+    if not 0.0 <= cfg.alpha <= 1.0:
+        raise RlcamError(f"--alpha must lie in [0, 1], not {cfg.alpha}.")
+    if cfg.out.suffix.lower() not in (".mp4", ".gif"):
+        raise RlcamError(f"--out must end in .mp4 or .gif, not {cfg.out.name!r}.")
+    if cfg.trace.suffix.lower() != ".npz":
+        raise RlcamError(f"--trace must end in .npz, not {cfg.trace.name!r}.")
+    if cfg.out.resolve() == cfg.trace.resolve():
+        raise RlcamError("--out and --trace name the same file.")
+    for path in (cfg.out, cfg.trace):
+        if path.is_dir():
+            raise RlcamError(f"output {path} is a directory; give a file name.")
+        if path.exists() and not cfg.overwrite:
+            raise RlcamError(f"output {path} already exists; pass --overwrite to replace it.")
+        if not path.parent.exists():
+            raise RlcamError(f"output directory {path.parent} does not exist; create it first.")
+
+
+class _StopFlag:
+    """Set by SIGINT/SIGTERM; the loop stops at the next step boundary."""
+
+    requested = False
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    flag = _StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag  # signal handlers can only be set from the main thread
+        return
+
+    def handler(signum, frame):
+        if flag.requested:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        flag.requested = True
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def record(cfg: RecordConfig, on_step: Callable[[int, int | None], None] | None = None) -> RecordResult:
+    """Run the agent, explain every step, stream the annotated video and the trace.
+
+    Args:
+        cfg: what to record.
+        on_step: called after each step with (steps done, total steps or None) for progress display.
+    """
+    validate(cfg)
+    started = time.perf_counter()
+    agent = load_agent(cfg.agent, algo=cfg.algo)
+    venv, env_info = make_env(cfg.env, n_envs=cfg.n_envs, seed=cfg.seed)
+    try:
+        check_compatible(venv, agent.model.observation_space, agent.model.action_space, env_info.env_id)
+        names = action_names(venv)
+        explainer = Explainer(
+            agent,
+            target=cfg.target,
+            layer=cfg.layer,
+            method=cfg.method,
+            placement=cfg.placement,
+            deterministic=cfg.deterministic,
+            seed=cfg.seed,
+        )
+        total = cfg.steps if cfg.steps is not None else (None if cfg.episodes else DEFAULT_STEPS)
+        meta = dict(
+            rlcam_version=rlcam.__version__,
+            env=cfg.env,
+            env_id=env_info.env_id,
+            atari_wrappers=env_info.atari,
+            algo=agent.algo,
+            agent=str(cfg.agent),
+            agent_sha256=agent.sha256,
+            target=explainer.target,
+            layer=explainer.layer_name,
+            method=cfg.method,
+            placement=cfg.placement,
+            normalisation=cfg.norm,
+            seed=cfg.seed,
+            deterministic=cfg.deterministic,
+            epsilon=explainer.epsilon,
+            n_envs=cfg.n_envs,
+            steps_requested=total,
+            episodes_requested=cfg.episodes,
+            action_names=names,
+            video=str(cfg.out),
+            fps=cfg.fps,
+            scale=cfg.scale,
+            save_obs=cfg.save_obs,
+        )
+        with (
+            explainer,
+            _stop_on_signals() as stop,
+            FrameWriter(cfg.out, fps=cfg.fps) as video,
+            TraceWriter(cfg.trace, meta) as trace,
+        ):
+            steps, games, interrupted = _loop(cfg, venv, explainer, names, video, trace, total, stop, on_step)
+            run_meta = dict(steps=steps, episodes_ended=games, interrupted=interrupted)
+            trace.close(extra_meta=run_meta)
+            meta.update(run_meta)
+    finally:
+        venv.close()
+    return RecordResult(
+        video=cfg.out,
+        trace=cfg.trace,
+        steps=steps,
+        episodes=games,
+        interrupted=interrupted,
+        seconds=time.perf_counter() - started,
+        meta=meta,
+    )
+
+
+def _loop(cfg, venv, explainer, names, video, trace, total, stop, on_step) -> tuple[int, int, bool]:
+    n = cfg.n_envs
+    norm = Normalizer(cfg.norm, n)
+    returns = np.zeros(n, dtype=np.float64)
+    episode = np.zeros(n, dtype=np.int64)
+    games = steps = 0
+    to_frame = None  # matrices taking a layer map to the upscaled video frame
+    obs = venv.reset()  # (N, C, H, W) uint8
+    raw = frames(venv)  # N x (h, w, 3) uint8
+    while not stop.requested and (total is None or steps < total) and (cfg.episodes is None or games < cfg.episodes):
+        explained = explainer.explain(obs)
+        next_obs, rewards, dones, infos = venv.step(explained.actions)
+        scales = norm.update(explained.cam)
+        returns += rewards
+
+        if to_frame is None:
+            h, w = raw[0].shape[:2]
+            to_frame = explainer.placement.frame_matrices(h * cfg.scale, w * cfg.scale)
+        heat = normalised(to_frame[0] @ explained.cam[0] @ to_frame[1].T, scales[0])
+        panel = PanelInfo(
+            step=steps,
+            episode=int(episode[0]),
+            action_names=names,
+            action=int(explained.actions[0]),
+            bars=explained.action_values[0],
+            bar_kind="prob" if explainer.algo in ("ppo", "a2c") else "q",
+            value=float(explained.value[0]),
+            reward=float(rewards[0]),
+            episode_return=float(returns[0]),
+            target=explainer.target,
+            method=cfg.method,
+            layer=explainer.layer_name,
+            norm=cfg.norm,
+            cam_scale=float(scales[0]),
+        )
+        video.append(compose(raw[0], heat, panel, scale=cfg.scale, alpha=cfg.alpha))
+
+        game_over = np.array(["episode" in info for info in infos], dtype=bool)
+        record = dict(
+            cam=explained.cam,
+            cam_input=explained.cam_input.astype(np.float16),
+            action=explained.actions,
+            score=explained.score,
+            value=explained.value,
+            reward=rewards.astype(np.float32),
+            done=dones.astype(bool),
+            game_over=game_over,
+        )
+        if cfg.save_obs:
+            record["obs"] = obs
+        if n == 1:  # a single env has no env axis
+            record = {key: value[0] for key, value in record.items()}
+        trace.append(**record)
+
+        steps += 1
+        games += int(game_over.sum())
+        returns[game_over] = 0.0
+        episode[game_over] += 1
+        norm.end_episodes(game_over)
+        obs = next_obs
+        raw = frames(venv)
+        if on_step is not None:
+            on_step(steps, total)
+    return steps, games, stop.requested

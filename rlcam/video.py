@@ -1,0 +1,440 @@
+"""Streaming writers for the video (MP4/GIF) and the trace (.npz), with atomic outputs.
+
+Both writers put data in hidden temporary siblings of the output as it arrives and rename it to
+the real path only in ``close()``, so a path either holds a complete file or nothing new. Used as
+context managers they close on normal exit and on Ctrl-C (a shorter but valid output), and
+discard everything on any other exception.
+
+Temporaries, for an output ``dir/run.mp4`` or ``dir/run.npz``:
+``dir/.run.partial.mp4`` (ffmpeg output; the real suffix comes last so ffmpeg picks the
+container), ``dir/.run.partial.d/`` (one raw file per trace key) and ``dir/.run.partial.npz``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, BinaryIO
+
+import numpy as np
+from PIL import Image
+
+from rlcam.errors import RlcamError
+
+__all__ = ["FrameWriter", "Trace", "TraceWriter", "load_trace"]
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".gif")
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def _partial(path: Path, suffix: str | None = None) -> Path:
+    """``dir/run.mp4`` -> ``dir/.run.partial.mp4`` (hidden, same directory, same suffix)."""
+    return path.with_name(f".{path.stem}.partial{path.suffix if suffix is None else suffix}")
+
+
+def _check_output(path: Path, what: str) -> None:
+    """Fail early, in one sentence, when ``path`` cannot become an output file."""
+    if not path.parent.is_dir():
+        raise RlcamError(f"cannot write the {what} {path}: directory {path.parent} does not exist; create it first.")
+    if path.is_dir():
+        raise RlcamError(f"cannot write the {what} {path}: it is a directory; give a file name.")
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+class _Atomic:
+    """Context-manager protocol shared by the writers: keep on success or Ctrl-C, else discard."""
+
+    def close(self) -> Path | None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def discard(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None or issubclass(exc_type, KeyboardInterrupt):
+            self.close()
+        else:
+            self.discard()
+
+
+# --- video ------------------------------------------------------------------------------------
+
+
+class FrameWriter(_Atomic):
+    """Stream RGB frames to an MP4 (H.264, via ffmpeg) or a GIF (Pillow).
+
+    MP4 memory stays flat however long the video: each frame goes straight to ffmpeg's stdin.
+    GIF frames are kept in memory (palettised, one byte per pixel) until ``close()``, which is
+    fine for short clips; Pillow merges identical consecutive GIF frames into one longer frame.
+
+    Frames with an odd height or width are padded with one black row/column (H.264 in yuv420p
+    needs even sizes); every frame must have the size of the first one.
+
+    Args:
+        path: Output path ending in .mp4, .mkv, .mov or .gif. Its directory must exist.
+        fps: Frames per second.
+
+    Raises:
+        RlcamError: The path has another suffix or cannot be written.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], fps: float = 30):
+        self.path = Path(path)
+        if self.path.suffix.lower() not in VIDEO_SUFFIXES:
+            raise RlcamError(f"video path {self.path} must end in one of {', '.join(VIDEO_SUFFIXES)}.")
+        if not fps > 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        _check_output(self.path, "video")
+        self.fps = float(fps)
+        self._gif = self.path.suffix.lower() == ".gif"
+        self._tmp = _partial(self.path)
+        try:
+            # Creating the temporary now turns an unwritable directory into an error before the
+            # run starts, rather than after the first step has been computed.
+            self._tmp.open("wb").close()
+        except OSError as e:
+            raise RlcamError(f"cannot write the video {self.path}: {e.strerror}; choose a writable directory.") from e
+        self._size: tuple[int, int] | None = None  # (H, W) after padding
+        self._ffmpeg = None  # imageio-ffmpeg's frame generator, started on the first frame
+        self._gif_frames: list[Image.Image] = []
+        self._count = 0
+        self._done = False  # closed or discarded
+        self._result: Path | None = None  # what close() returned
+
+    @property
+    def frames_written(self) -> int:
+        """Frames appended so far."""
+        return self._count
+
+    def append(self, frame: np.ndarray) -> None:
+        """Add one frame, ``(H, W, 3)`` uint8 RGB."""
+        if self._done:
+            raise ValueError(f"video writer for {self.path} is already closed")
+        frame = np.asarray(frame)
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise ValueError(f"frames must be (H, W, 3) uint8 RGB, got {frame.shape} {frame.dtype}")
+        h, w = frame.shape[:2]
+        if h % 2 or w % 2:
+            padded = np.zeros((h + h % 2, w + w % 2, 3), dtype=np.uint8)
+            padded[:h, :w] = frame
+            frame = padded
+        if self._size is None:
+            self._size = frame.shape[:2]
+            if not self._gif:
+                self._ffmpeg = self._start_ffmpeg(self._size)
+        elif frame.shape[:2] != self._size:
+            raise ValueError(f"frame size {frame.shape[:2]} differs from the first frame's {self._size}")
+        if self._gif:
+            # Palettise now: a quarter of the memory of Pillow's RGB(X) frames, spread-out cost.
+            self._gif_frames.append(Image.fromarray(frame).quantize(256, Image.Quantize.FASTOCTREE))
+        else:
+            self._ffmpeg.send(np.ascontiguousarray(frame))
+        self._count += 1
+
+    def _start_ffmpeg(self, size_hw: tuple[int, int]):
+        import imageio_ffmpeg  # deferred: only MP4 output needs the ffmpeg binary
+
+        gen = imageio_ffmpeg.write_frames(
+            str(self._tmp),
+            (size_hw[1], size_hw[0]),
+            fps=self.fps,
+            codec="libx264",
+            quality=7,
+            pix_fmt_out="yuv420p",
+            macro_block_size=2,  # sizes are even already: no rescaling by ffmpeg
+            ffmpeg_log_level="error",
+            # Index at the front so the file starts playing before it is fully downloaded.
+            output_params=["-movflags", "+faststart"] if self.path.suffix.lower() != ".mkv" else None,
+        )
+        gen.send(None)  # start the ffmpeg process
+        return gen
+
+    def close(self) -> Path | None:
+        """Finish the file and move it to ``path``; a no-op after close or discard.
+
+        Returns:
+            The output path, or None when no frame was appended (then no file is written).
+        """
+        if self._done:
+            return self._result
+        self._done = True
+        try:
+            if self._count == 0:
+                _unlink(self._tmp)
+                return None
+            if self._gif:
+                first, *rest = self._gif_frames
+                self._gif_frames = []
+                first.save(
+                    self._tmp,
+                    format="GIF",
+                    save_all=True,
+                    append_images=rest,
+                    duration=round(1000.0 / self.fps),
+                    loop=0,
+                )
+            else:
+                self._ffmpeg.close()  # flushes and waits for ffmpeg to write the trailer
+                self._ffmpeg = None
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self._ffmpeg = None
+            _unlink(self._tmp)
+            raise
+        self._result = self.path
+        return self.path
+
+    def discard(self) -> None:
+        """Stop writing and delete the temporary file; a no-op after close."""
+        if self._done:
+            return
+        self._done = True
+        self._gif_frames = []
+        if self._ffmpeg is not None:
+            try:
+                self._ffmpeg.close()
+            except Exception:  # the file is being thrown away; ffmpeg's complaints do not matter
+                pass
+            self._ffmpeg = None
+        _unlink(self._tmp)
+
+
+# --- trace ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Column:
+    """One trace key: its per-step shape and dtype, and the raw file its bytes go to."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    raw: Path
+    file: BinaryIO
+
+
+class TraceWriter(_Atomic):
+    """Stream per-step arrays to an ``.npz`` trace with flat memory.
+
+    Each ``append`` writes its arrays' bytes to one raw file per key beside the output; ``close``
+    assembles a standard npz (uncompressed zip of ``.npy`` members) in which every key holds the
+    steps stacked as ``(T, *per_step_shape)``, plus ``meta``: a 0-d unicode array of JSON.
+
+    Args:
+        path: Output path ending in .npz. Its directory must exist.
+        meta: JSON-serialisable run description, stored under the key ``meta``.
+
+    Raises:
+        RlcamError: The path has another suffix or cannot be written.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], meta: Mapping[str, Any]):
+        self.path = Path(path)
+        if self.path.suffix.lower() != ".npz":
+            raise RlcamError(f"trace path {self.path} must end in .npz.")
+        _check_output(self.path, "trace")
+        self.meta = dict(meta)
+        json.dumps(self.meta)  # fail now, not after the run, if meta is not JSON-serialisable
+        self._tmp = _partial(self.path)
+        self._raw_dir = _partial(self.path, ".d")
+        try:
+            shutil.rmtree(self._raw_dir, ignore_errors=True)  # left over by a killed run
+            self._raw_dir.mkdir()
+        except OSError as e:
+            raise RlcamError(f"cannot write the trace {self.path}: {e.strerror}; choose a writable directory.") from e
+        self._columns: dict[str, _Column] = {}
+        self._steps = 0
+        self._done = False  # closed or discarded
+        self._result: Path | None = None  # what close() returned
+
+    @property
+    def steps(self) -> int:
+        """Steps appended so far."""
+        return self._steps
+
+    def append(self, **arrays: Any) -> None:
+        """Add one step: the same keys, per-step shapes and dtypes every time.
+
+        Args:
+            **arrays: Key -> array-like, e.g. ``cam=(h, w) float32``, ``action=() int64``, or with
+                an env axis ``(n, ...)``. Keys are identifiers other than ``meta``.
+
+        Raises:
+            ValueError: A key, shape or dtype differs from the first step, or is not storable.
+        """
+        if self._done:
+            raise ValueError(f"trace writer for {self.path} is already closed")
+        if not arrays:
+            raise ValueError("append needs at least one array")
+        values = {key: np.asarray(value) for key, value in arrays.items()}
+        if not self._columns:
+            self._open_columns(values)
+        elif values.keys() != self._columns.keys():
+            missing = sorted(self._columns.keys() - values.keys())
+            extra = sorted(values.keys() - self._columns.keys())
+            raise ValueError(f"trace step {self._steps} keys differ from the first step: missing {missing}, extra {extra}")
+        # Check everything before writing anything, so a bad step leaves the files aligned.
+        for key, value in values.items():
+            col = self._columns[key]
+            if value.shape != col.shape or value.dtype != col.dtype:
+                raise ValueError(
+                    f"trace key {key!r} at step {self._steps} is {value.shape} {value.dtype}, "
+                    f"but the first step had {col.shape} {col.dtype}"
+                )
+        for key, value in values.items():
+            self._columns[key].file.write(np.ascontiguousarray(value).tobytes())
+        self._steps += 1
+
+    def _open_columns(self, values: dict[str, np.ndarray]) -> None:
+        for key, value in values.items():
+            if not _KEY.match(key) or key == "meta":
+                raise ValueError(f"trace key {key!r} must be an identifier other than 'meta'")
+            if value.dtype.hasobject:
+                raise ValueError(f"trace key {key!r} has dtype {value.dtype}, which npz cannot store without pickle")
+        for key, value in values.items():
+            raw = self._raw_dir / f"{key}.raw"
+            self._columns[key] = _Column(value.shape, value.dtype, raw, raw.open("wb"))
+
+    def close(self, extra_meta: Mapping[str, Any] | None = None) -> Path | None:
+        """Write the npz and move it to ``path``; a no-op after close or discard.
+
+        Args:
+            extra_meta: Fields merged into ``meta`` first, e.g. steps done or an interrupted flag.
+
+        Returns:
+            The output path (None if the writer was discarded).
+        """
+        if self._done:
+            return self._result
+        self._done = True
+        meta = {**self.meta, **(extra_meta or {})}
+        try:
+            for col in self._columns.values():
+                col.file.close()
+            self._assemble(json.dumps(meta))
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self._cleanup()
+            raise
+        self.meta = meta
+        self._result = self.path
+        self._cleanup()
+        return self.path
+
+    def _assemble(self, meta_json: str) -> None:
+        """Write the temporary npz: each member is a ``.npy`` header followed by the raw bytes."""
+        # ZIP_STORED like numpy's savez: no compression cost, and members stay memory-mappable.
+        with zipfile.ZipFile(self._tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            with zf.open("meta.npy", "w", force_zip64=True) as out:
+                np.lib.format.write_array(out, np.array(meta_json), allow_pickle=False)
+            for key, col in self._columns.items():
+                header = {
+                    "descr": np.lib.format.dtype_to_descr(col.dtype),
+                    "fortran_order": False,
+                    "shape": (self._steps, *col.shape),
+                }
+                with zf.open(f"{key}.npy", "w", force_zip64=True) as out:
+                    try:
+                        np.lib.format.write_array_header_1_0(out, header)
+                    except ValueError:  # header over 64 KiB (absurd shapes); version 2.0 allows more
+                        np.lib.format.write_array_header_2_0(out, header)
+                    with col.raw.open("rb") as src:
+                        shutil.copyfileobj(src, out, 1 << 20)
+
+    def discard(self) -> None:
+        """Stop writing and delete all temporaries; a no-op after close."""
+        if self._done:
+            return
+        self._done = True
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        for col in self._columns.values():
+            col.file.close()
+        shutil.rmtree(self._raw_dir, ignore_errors=True)
+        _unlink(self._tmp)
+
+
+@dataclass
+class Trace:
+    """A loaded trace: the stacked per-step arrays and the parsed ``meta``.
+
+    Indexable like the npz it came from: ``trace["cam"]`` is ``(T, ...)``.
+    """
+
+    arrays: dict[str, np.ndarray]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self.arrays[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.arrays
+
+    def keys(self):
+        return self.arrays.keys()
+
+    @property
+    def steps(self) -> int:
+        """Number of steps T (0 for a trace without arrays)."""
+        return next((len(a) for a in self.arrays.values()), 0)
+
+
+def load_trace(path: str | os.PathLike[str], keys: list[str] | None = None) -> Trace:
+    """Read a trace written by :class:`TraceWriter`.
+
+    Args:
+        path: The ``.npz`` file.
+        keys: Arrays to load (all if None); ``meta`` is always read.
+
+    Raises:
+        RlcamError: The file is missing, not a complete zip, not an rlcam trace, or lacks a key.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise RlcamError(f"trace {p} does not exist; check the path or record it first.")
+    corrupt = f"trace {p} is not a valid rlcam trace (truncated or corrupt zip); record it again."
+    if not zipfile.is_zipfile(p):
+        raise RlcamError(corrupt)
+    try:
+        with np.load(p, allow_pickle=False) as npz:
+            if "meta" not in npz.files:
+                raise RlcamError(f"trace {p} has no 'meta' entry, so rlcam did not write it; record it again.")
+            names = [k for k in npz.files if k != "meta"]
+            if keys is not None:
+                absent = [k for k in keys if k not in names]
+                if absent:
+                    raise RlcamError(f"trace {p} has no {', '.join(absent)} (it has {', '.join(names)}).")
+                names = list(keys)
+            meta_array = npz["meta"]
+            arrays = {k: npz[k] for k in names}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise RlcamError(corrupt) from e
+    try:
+        if meta_array.ndim != 0 or meta_array.dtype.kind != "U":
+            raise ValueError("meta is not a 0-d string")
+        meta = json.loads(str(meta_array[()]))
+        if not isinstance(meta, dict):
+            raise ValueError("meta is not a JSON object")
+    except ValueError as e:
+        raise RlcamError(f"trace {p} has an unreadable 'meta' entry ({e}); record it again.") from e
+    if len({len(a) if a.ndim else -1 for a in arrays.values()}) > 1:
+        raise RlcamError(f"trace {p} has arrays of different lengths, so it is corrupt; record it again.")
+    return Trace(arrays, meta)

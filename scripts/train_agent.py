@@ -1,0 +1,189 @@
+"""Train a reference Atari agent with SB3, resumably, the way rl-zoo trains them.
+
+    python scripts/train_agent.py --algo ppo --env BreakoutNoFrameskip-v4 \
+        --steps 2000000 --seed 0 --run-dir runs/ppo_breakout
+
+Run the same command again to resume from the newest checkpoint in ``--run-dir``.
+The learning-rate and clip schedules are linear in the progress over ``--steps``,
+so a resumed run follows the same schedule as an uninterrupted one. Progress
+(steps, steps/s, elapsed wall time summed over sessions, training score) goes to
+``<run-dir>/progress.jsonl`` and stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import time
+from pathlib import Path
+
+import ale_py
+import gymnasium as gym
+import torch
+from stable_baselines3 import DQN, PPO
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_atari_env
+from stable_baselines3.common.utils import LinearSchedule
+from stable_baselines3.common.vec_env import VecFrameStack
+
+gym.register_envs(ale_py)
+
+
+def zoo_hyperparameters(algo: str) -> dict:
+    """rl-zoo's Atari settings (hyperparams/{ppo,dqn,qrdqn}.yml), per algorithm."""
+    if algo == "ppo":
+        return dict(
+            n_steps=128,
+            n_epochs=4,
+            batch_size=256,
+            learning_rate=LinearSchedule(2.5e-4, 0.0, 1.0),
+            clip_range=LinearSchedule(0.1, 0.0, 1.0),
+            vf_coef=0.5,
+            ent_coef=0.01,
+        )
+    dqn_like = dict(
+        buffer_size=100_000,
+        learning_rate=1e-4,
+        batch_size=32,
+        learning_starts=100_000,
+        target_update_interval=1000,
+        train_freq=4,
+        gradient_steps=1,
+        exploration_fraction=0.1,
+        exploration_final_eps=0.01,
+        # Stores each frame once; halves the replay buffer's 5.6 GB.
+        optimize_memory_usage=True,
+        replay_buffer_kwargs=dict(handle_timeout_termination=False),
+    )
+    if algo == "qrdqn":
+        dqn_like["exploration_fraction"] = 0.025
+    return dqn_like
+
+
+N_ENVS = {"ppo": 8, "dqn": 1, "qrdqn": 1}
+
+
+def algo_class(algo: str):
+    if algo == "ppo":
+        return PPO
+    if algo == "dqn":
+        return DQN
+    from sb3_contrib import QRDQN
+
+    return QRDQN
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = []
+    for path in run_dir.glob("ckpt_*_steps.zip"):
+        match = re.fullmatch(r"ckpt_(\d+)_steps\.zip", path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return max(found)[1] if found else None
+
+
+class Progress(BaseCallback):
+    """Logs progress and saves a checkpoint every ``every`` steps."""
+
+    def __init__(self, run_dir: Path, every: int, elapsed_before: float):
+        super().__init__()
+        self.run_dir = run_dir
+        self.every = every
+        self.elapsed_before = elapsed_before
+        self.started = time.time()
+        self.steps_at_start = 0
+        self.next_log = 0
+        self.next_ckpt = 0
+
+    def _on_training_start(self) -> None:
+        self.steps_at_start = self.num_timesteps
+        self.next_log = (self.num_timesteps // 10_000 + 1) * 10_000
+        self.next_ckpt = (self.num_timesteps // self.every + 1) * self.every
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.time() - self.started
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self.next_log:
+            self.next_log += 10_000
+            self._log()
+        if self.num_timesteps >= self.next_ckpt:
+            self.next_ckpt += self.every
+            self.save()
+        return True
+
+    def _log(self) -> None:
+        infos = self.model.ep_info_buffer
+        score = sum(i["r"] for i in infos) / len(infos) if infos else float("nan")
+        rate = (self.num_timesteps - self.steps_at_start) / max(time.time() - self.started, 1e-9)
+        row = dict(
+            steps=self.num_timesteps,
+            elapsed_s=round(self.elapsed(), 1),
+            steps_per_s=round(rate, 1),
+            train_score_mean=round(score, 2),
+            episodes_in_mean=len(infos),
+        )
+        print(json.dumps(row), flush=True)
+        with open(self.run_dir / "progress.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def save(self) -> None:
+        path = self.run_dir / f"ckpt_{self.num_timesteps}_steps.zip"
+        self.model.save(path)
+        state = dict(steps=self.num_timesteps, elapsed_s=round(self.elapsed(), 1), checkpoint=path.name)
+        (self.run_dir / "state.json").write_text(json.dumps(state, indent=1))
+        print(f"checkpoint {path}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--algo", choices=["ppo", "dqn", "qrdqn"], required=True)
+    parser.add_argument("--env", default="BreakoutNoFrameskip-v4")
+    parser.add_argument("--steps", type=int, required=True, help="total env steps (agent steps x n_envs)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--run-dir", type=Path, required=True)
+    parser.add_argument("--checkpoint-every", type=int, default=100_000)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    args.run_dir.mkdir(parents=True, exist_ok=True)
+    env = VecFrameStack(make_atari_env(args.env, n_envs=N_ENVS[args.algo], seed=args.seed), n_stack=4)
+    cls = algo_class(args.algo)
+
+    checkpoint = latest_checkpoint(args.run_dir)
+    elapsed_before = 0.0
+    if checkpoint is None:
+        model = cls("CnnPolicy", env, seed=args.seed, verbose=0, **zoo_hyperparameters(args.algo))
+        config = dict(
+            algo=args.algo,
+            env=args.env,
+            steps=args.steps,
+            seed=args.seed,
+            n_envs=N_ENVS[args.algo],
+            frame_stack=4,
+            machine=f"{platform.machine()} {platform.processor()} {torch.get_num_threads()} torch thread(s)",
+        )
+        (args.run_dir / "config.json").write_text(json.dumps(config, indent=1))
+    else:
+        model = cls.load(checkpoint, env=env)
+        state_file = args.run_dir / "state.json"
+        if state_file.exists():
+            elapsed_before = json.loads(state_file.read_text())["elapsed_s"]
+        print(f"resuming from {checkpoint} at {model.num_timesteps} steps", flush=True)
+
+    remaining = args.steps - model.num_timesteps
+    if remaining <= 0:
+        print("already trained to --steps; nothing to do")
+        return
+    progress = Progress(args.run_dir, args.checkpoint_every, elapsed_before)
+    # reset_num_timesteps=False adds num_timesteps to the total, so the schedules
+    # keep running over the full --steps budget after a resume.
+    model.learn(remaining, callback=progress, reset_num_timesteps=False)
+    progress.save()
+
+
+if __name__ == "__main__":
+    main()
