@@ -141,7 +141,7 @@ def overlay(frame: np.ndarray, heat: np.ndarray, alpha: float = 0.6) -> np.ndarr
         )
     canvas = Image.fromarray(np.ascontiguousarray(frame))
     _paint_heat(canvas, Image.fromarray(_heat_index(heat)), _check_alpha(alpha))
-    return np.array(canvas)
+    return np.asarray(canvas).copy()  # np.array(image) takes a much slower path
 
 
 # --- annotation panel -------------------------------------------------------------------------
@@ -155,6 +155,7 @@ _BAR = (92, 112, 150)
 # The warm end of the colormap marks the chosen action, tying it visually to the heat.
 _BAR_CHOSEN = tuple(int(c) for c in LUT[200])
 _ACCENT = tuple(int(c) for c in LUT[235])
+_MIN_LABEL_ROW = 9.0  # px: below this a bar row cannot hold legible text
 
 
 @dataclass
@@ -250,6 +251,7 @@ class _Layout:
     name_w: float
     x_bar0: float
     x_bar1: float
+    labelled: bool  # False: rows too short for names and numbers, bars only
     scalar_ys: tuple[float, ...]  # value, reward, return
     y_legend_label: float
 
@@ -303,7 +305,10 @@ def _panel_base(
     y_legend_title = y_strip - f_label.size * 1.35
     draw.text((pad, y_legend_title), "attention (raw CAM value)", font=f_label, fill=_DIM)
     ramp = LUT[np.linspace(0, 255, inner).round().astype(np.intp)]  # (inner, 3)
-    img.paste(Image.fromarray(np.ascontiguousarray(np.broadcast_to(ramp, (strip_h, inner, 3)))), (pad, round(y_strip)))
+    img.paste(
+        Image.fromarray(np.ascontiguousarray(np.broadcast_to(ramp, (strip_h, inner, 3)))),
+        (pad, round(y_strip)),
+    )
     draw.text((pad, y_legend_label), "0", font=f_label, fill=_DIM)
     rule(y_legend_title - pad * 0.6)
 
@@ -314,19 +319,25 @@ def _panel_base(
         draw.text((pad, yy), name, font=f_mid, fill=_DIM)
     rule(y_scalars - pad * 0.6)
 
-    # Bar rows: marker | name | bar | number.
+    # Bar rows: marker | name | bar | number. Rows too short for readable text (many actions on a
+    # small panel) become plain bars; the chosen action's name is still shown large above.
     n = max(1, len(names))
     row_h = max(1.0, min(((y_scalars - pad * 1.2) - y_bars) / n, 36 * k))
+    labelled = row_h >= _MIN_LABEL_ROW
     f_bar = _font(max(7, min(round(row_h * 0.62), round(17 * k))))
-    marker_w = max(5.0, round(row_h * 0.4))
+    marker_w = max(4.0, round(min(row_h, 20 * k) * 0.4))
     x_name = pad + marker_w + max(2, round(4 * k))
-    name_w = min(inner * 0.36, max(draw.textlength(s, font=f_bar) for s in names) + f_bar.size * 0.6)
-    x_bar1 = width - pad - draw.textlength("-000.00", font=f_bar) - f_bar.size * 0.4
+    if labelled:
+        name_w = min(inner * 0.36, max(draw.textlength(s, font=f_bar) for s in names) + f_bar.size * 0.6)
+        x_bar1 = width - pad - draw.textlength("-000.00", font=f_bar) - f_bar.size * 0.4
+    else:
+        name_w, x_bar1 = 0.0, width - pad
     x_bar0 = min(x_name + name_w, x_bar1 - 1)
-    bar_h = max(2.0, row_h * 0.6)
+    bar_h = max(1.0, row_h * (0.6 if labelled else 0.7))
     row_mids = tuple(y_bars + (i + 0.5) * row_h for i in range(len(names)))
     for mid, name in zip(row_mids, names, strict=True):
-        draw.text((x_name, mid), _fit(draw, name, f_bar, name_w - 2), font=f_bar, fill=_DIM, anchor="lm")
+        if labelled:
+            draw.text((x_name, mid), _fit(draw, name, f_bar, name_w - 2), font=f_bar, fill=_DIM, anchor="lm")
         draw.rectangle([x_bar0, mid - bar_h / 2, x_bar1, mid + bar_h / 2], fill=_BAR_BG)
 
     layout = _Layout(
@@ -346,6 +357,7 @@ def _panel_base(
         name_w=name_w,
         x_bar0=x_bar0,
         x_bar1=x_bar1,
+        labelled=labelled,
         scalar_ys=scalar_ys,
         y_legend_label=y_legend_label,
     )
@@ -373,7 +385,9 @@ def _panel_image(info: PanelInfo, height: int, width: int) -> Image.Image:
 
     header = f"step {info.step}  ·  episode {info.episode}  ·  env {info.env_index}"
     draw.text((pad, lay.y_header), _fit(draw, header, lay.f_small, inner), font=lay.f_small, fill=_DIM)
-    draw.text((pad, lay.y_action), _fit(draw, names[info.action], lay.f_big, inner), font=lay.f_big, fill=_ACCENT)
+    draw.text(
+        (pad, lay.y_action), _fit(draw, names[info.action], lay.f_big, inner), font=lay.f_big, fill=_ACCENT
+    )
 
     fracs = _bar_fractions(bars, info.bar_kind)
     bar_len = lay.x_bar1 - lay.x_bar0
@@ -383,19 +397,22 @@ def _panel_image(info: PanelInfo, height: int, width: int) -> Image.Image:
         if fracs[i] > 0:
             x1 = lay.x_bar0 + bar_len * fracs[i]
             draw.rectangle([lay.x_bar0, mid - half, x1, mid + half], fill=_BAR_CHOSEN if chosen else _BAR)
-        draw.text(
-            (right, mid), _fmt_bar(bars[i], info.bar_kind), font=lay.f_bar, fill=_TEXT if chosen else _DIM, anchor="rm"
-        )
         if chosen:
-            # Marker plus bright name, so the choice is visible even when all bars are equal.
+            # A marker plus (below) the name in bright text: visible even when all bars are equal.
             m = lay.marker_w / 2
             draw.polygon([(pad, mid - m), (pad, mid + m), (pad + lay.marker_w, mid)], fill=_ACCENT)
-            draw.rectangle([lay.x_name, mid - lay.row_h / 2, lay.x_bar0 - 1, mid + lay.row_h / 2], fill=_BG)
-            name = _fit(draw, names[i], lay.f_bar, lay.name_w - 2)
-            draw.text((lay.x_name, mid), name, font=lay.f_bar, fill=_TEXT, anchor="lm")
+        if lay.labelled:
+            number = _fmt_bar(bars[i], info.bar_kind)
+            draw.text((right, mid), number, font=lay.f_bar, fill=_TEXT if chosen else _DIM, anchor="rm")
+            if chosen:
+                draw.rectangle(
+                    [lay.x_name, mid - lay.row_h / 2, lay.x_bar0 - 1, mid + lay.row_h / 2], fill=_BG
+                )
+                name = _fit(draw, names[i], lay.f_bar, lay.name_w - 2)
+                draw.text((lay.x_name, mid), name, font=lay.f_bar, fill=_TEXT, anchor="lm")
 
     values = (
-        "n/a" if info.value is None else f"{info.value:+.3f}",
+        "n/a" if info.value is None or not np.isfinite(info.value) else f"{info.value:+.3f}",
         f"{info.reward:+.2f}",
         f"{info.episode_return:+.2f}",
     )
@@ -421,7 +438,7 @@ def draw_panel(info: PanelInfo, height: int, width: int) -> np.ndarray:
     Returns:
         ``(height, width, 3)`` uint8 RGB.
     """
-    return np.array(_panel_image(info, height, width))
+    return np.asarray(_panel_image(info, height, width)).copy()
 
 
 # --- the video frame --------------------------------------------------------------------------
@@ -469,13 +486,20 @@ def compose(
     elif heat.shape == (big_h, big_w):
         index = Image.fromarray(_heat_index(heat))
     else:
-        raise ValueError(f"heat must be {(h, w)} or {(big_h, big_w)} for frame {frame.shape}, got {heat.shape}")
+        raise ValueError(
+            f"heat must be {(h, w)} or {(big_h, big_w)} for frame {frame.shape}, got {heat.shape}"
+        )
     pw = default_panel_width(big_h) if panel_width is None else int(panel_width)
 
-    out_h, out_w = big_h + big_h % 2, big_w + pw + (big_w + pw) % 2
-    canvas = Image.new("RGB", (out_w, out_h))  # black, so any padding row/column is black
     game = Image.fromarray(np.ascontiguousarray(frame))
-    canvas.paste(game.resize((big_w, big_h), Image.Resampling.NEAREST) if scale > 1 else game, (0, 0))
-    _paint_heat(canvas, index, _check_alpha(alpha))  # index covers only the game area
-    canvas.paste(_panel_image(info, big_h, pw), (big_w, 0))
-    return np.array(canvas)
+    if scale > 1:
+        game = game.resize((big_w, big_h), Image.Resampling.NEAREST)
+    else:
+        game = game.copy()  # painted in place below; the caller's frame must stay as it is
+    _paint_heat(game, index, _check_alpha(alpha))
+    # Assemble in numpy rather than on a Pillow canvas: one big allocation fewer, and the result
+    # is writable (arrays exported from Pillow images are read-only).
+    out = np.zeros((big_h + big_h % 2, big_w + pw + (big_w + pw) % 2, 3), dtype=np.uint8)  # black padding
+    out[:big_h, :big_w] = np.asarray(game)
+    out[:big_h, big_w : big_w + pw] = np.asarray(_panel_image(info, big_h, pw))
+    return out

@@ -41,8 +41,12 @@ def _partial(path: Path, suffix: str | None = None) -> Path:
 
 def _check_output(path: Path, what: str) -> None:
     """Fail early, in one sentence, when ``path`` cannot become an output file."""
+    if not path.parent.exists():
+        raise RlcamError(
+            f"cannot write the {what} {path}: directory {path.parent} does not exist; create it first."
+        )
     if not path.parent.is_dir():
-        raise RlcamError(f"cannot write the {what} {path}: directory {path.parent} does not exist; create it first.")
+        raise RlcamError(f"cannot write the {what} {path}: {path.parent} is a file, not a directory.")
     if path.is_dir():
         raise RlcamError(f"cannot write the {what} {path}: it is a directory; give a file name.")
 
@@ -111,7 +115,9 @@ class FrameWriter(_Atomic):
             # run starts, rather than after the first step has been computed.
             self._tmp.open("wb").close()
         except OSError as e:
-            raise RlcamError(f"cannot write the video {self.path}: {e.strerror}; choose a writable directory.") from e
+            raise RlcamError(
+                f"cannot write the video {self.path}: {e.strerror}; choose a writable directory."
+            ) from e
         self._size: tuple[int, int] | None = None  # (H, W) after padding
         self._ffmpeg = None  # imageio-ffmpeg's frame generator, started on the first frame
         self._gif_frames: list[Image.Image] = []
@@ -258,7 +264,9 @@ class TraceWriter(_Atomic):
             shutil.rmtree(self._raw_dir, ignore_errors=True)  # left over by a killed run
             self._raw_dir.mkdir()
         except OSError as e:
-            raise RlcamError(f"cannot write the trace {self.path}: {e.strerror}; choose a writable directory.") from e
+            raise RlcamError(
+                f"cannot write the trace {self.path}: {e.strerror}; choose a writable directory."
+            ) from e
         self._columns: dict[str, _Column] = {}
         self._steps = 0
         self._done = False  # closed or discarded
@@ -289,7 +297,9 @@ class TraceWriter(_Atomic):
         elif values.keys() != self._columns.keys():
             missing = sorted(self._columns.keys() - values.keys())
             extra = sorted(values.keys() - self._columns.keys())
-            raise ValueError(f"trace step {self._steps} keys differ from the first step: missing {missing}, extra {extra}")
+            raise ValueError(
+                f"trace step {self._steps} keys differ from the first step: missing {missing}, extra {extra}"
+            )
         # Check everything before writing anything, so a bad step leaves the files aligned.
         for key, value in values.items():
             col = self._columns[key]
@@ -307,7 +317,9 @@ class TraceWriter(_Atomic):
             if not _KEY.match(key) or key == "meta":
                 raise ValueError(f"trace key {key!r} must be an identifier other than 'meta'")
             if value.dtype.hasobject:
-                raise ValueError(f"trace key {key!r} has dtype {value.dtype}, which npz cannot store without pickle")
+                raise ValueError(
+                    f"trace key {key!r} has dtype {value.dtype}, which npz cannot store without pickle"
+                )
         for key, value in values.items():
             raw = self._raw_dir / f"{key}.raw"
             self._columns[key] = _Column(value.shape, value.dtype, raw, raw.open("wb"))
@@ -416,7 +428,9 @@ def load_trace(path: str | os.PathLike[str], keys: list[str] | None = None) -> T
     try:
         with np.load(p, allow_pickle=False) as npz:
             if "meta" not in npz.files:
-                raise RlcamError(f"trace {p} has no 'meta' entry, so rlcam did not write it; record it again.")
+                raise RlcamError(
+                    f"trace {p} has no 'meta' entry, so rlcam did not write it; record it again."
+                )
             names = [k for k in npz.files if k != "meta"]
             if keys is not None:
                 absent = [k for k in keys if k not in names]

@@ -1,0 +1,234 @@
+"""`rlcam record` and `rlcam info` end to end: real Breakout rollouts, real files, every bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+
+from rlcam.cli import main
+from rlcam.video import load_trace
+from tests.conftest import build_model
+
+
+def video_frames(path: Path) -> int:
+    frames, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
+    return frames
+
+
+def run(argv, capsys) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_record_breakout_writes_video_and_trace(agent_zips, tmp_path, capsys):
+    out = tmp_path / "breakout.mp4"
+    code, stdout, err = run(["record", "--env", "Breakout", "--agent", agent_zips["ppo"], "--steps", 30,
+                             "--out", out, "--save-obs"], capsys)
+    assert code == 0, err
+    assert "30 steps" in stdout and str(out) in stdout
+    assert video_frames(out) == 30
+    trace = load_trace(tmp_path / "breakout.npz")
+    expected = {
+        "cam": ((30, 7, 7), np.float32),
+        "cam_input": ((30, 84, 84), np.float16),
+        "action": ((30,), np.int64),
+        "score": ((30,), np.float32),
+        "reward": ((30,), np.float32),
+        "done": ((30,), np.bool_),
+        "obs": ((30, 4, 84, 84), np.uint8),
+    }
+    for key, (shape, dtype) in expected.items():
+        assert trace[key].shape == shape, key
+        assert trace[key].dtype == dtype, key
+    assert (trace["cam"] >= 0).all() and trace["cam"].max() > 0
+    meta = trace.meta
+    for key in ("rlcam_version", "env_id", "algo", "agent_sha256", "target", "layer", "method", "seed",
+                "steps", "deterministic", "normalisation", "placement"):
+        assert key in meta, key
+    assert meta["env_id"] == "BreakoutNoFrameskip-v4" and meta["algo"] == "ppo" and meta["steps"] == 30
+    assert meta["layer"] == "features_extractor.cnn.5" and meta["target"] == "logit"
+    assert not list(tmp_path.glob(".*partial*")), "temporary files left behind"
+
+
+def test_trace_obs_is_what_the_policy_saw(agent_zips, tmp_path, capsys):
+    out = tmp_path / "a.mp4"
+    assert run(["record", "--agent", agent_zips["dqn"], "--steps", 12, "--out", out, "--save-obs"], capsys)[0] == 0
+    trace = load_trace(tmp_path / "a.npz")
+    from rlcam.agents import load_agent
+
+    predicted, _ = load_agent(agent_zips["dqn"]).model.predict(trace["obs"], deterministic=True)
+    np.testing.assert_array_equal(trace["action"], predicted)
+
+
+def test_same_seed_gives_identical_traces(agent_zips, tmp_path, capsys):
+    traces = []
+    for name in ("one", "two"):
+        out = tmp_path / f"{name}.mp4"
+        args = ["record", "--agent", agent_zips["ppo"], "--steps", 25, "--stochastic", "--seed", 7, "--out", out]
+        assert run(args, capsys)[0] == 0
+        traces.append(load_trace(tmp_path / f"{name}.npz"))
+    for key in ("cam", "cam_input", "action", "score", "reward", "done"):
+        np.testing.assert_array_equal(traces[0][key], traces[1][key])
+
+
+@pytest.mark.parametrize("algo,target", [("a2c", "value"), ("dqn", "advantage"), ("qrdqn", "q")])
+def test_every_algorithm_records(agent_zips, tmp_path, capsys, algo, target):
+    out = tmp_path / f"{algo}.mp4"
+    code, _, err = run(["record", "--agent", agent_zips[algo], "--steps", 8, "--target", target, "--out", out], capsys)
+    assert code == 0, err
+    meta = load_trace(out.with_suffix(".npz")).meta
+    assert (meta["algo"], meta["target"]) == (algo, target)
+    assert video_frames(out) == 8
+
+
+def test_several_envs_add_an_env_axis(agent_zips, tmp_path, capsys):
+    out = tmp_path / "multi.gif"
+    code, _, err = run(["record", "--agent", agent_zips["ppo"], "--steps", 6, "--n-envs", 3, "--out", out,
+                        "--scale", 1, "--method", "layercam", "--placement", "rf"], capsys)
+    assert code == 0, err
+    trace = load_trace(tmp_path / "multi.npz")
+    assert trace["cam"].shape == (6, 3, 7, 7)
+    assert trace["action"].shape == (6, 3)
+    assert trace.meta["placement"] == "rf" and trace.meta["method"] == "layercam"
+    import imageio.v2 as iio
+
+    assert len(iio.mimread(out)) == 6
+
+
+def test_any_gymnasium_image_env(tmp_path, capsys):
+    from rlcam.envs import make_env
+
+    venv, _ = make_env("rlcam.toyenv:FindTarget-v0")
+    agent = tmp_path / "toy.zip"
+    build_model("ppo", venv).save(agent)
+    venv.close()
+    out = tmp_path / "toy.mp4"
+    code, _, err = run(["record", "--env", "rlcam.toyenv:FindTarget-v0", "--agent", agent, "--episodes", 1,
+                        "--out", out], capsys)
+    assert code == 0, err
+    trace = load_trace(out.with_suffix(".npz"))
+    assert trace["cam"].shape[0] == 32 and trace["game_over"][-1] and trace.meta["atari_wrappers"] is False
+    assert trace["cam_input"].shape[1:] == (84, 84)
+
+
+def test_info_lists_layers(agent_zips, capsys):
+    code, out, _ = run(["info", "--agent", agent_zips["qrdqn"]], capsys)
+    assert code == 0
+    assert "QRDQN" in out and "quantile_net.features_extractor.cnn.5 (default)" in out
+
+
+def test_help_is_useful(capsys):
+    assert main(["record", "--help"]) == 0
+    assert "--target" in capsys.readouterr().out
+
+
+# -- bad input: one sentence, exit 2, nothing written -------------------------------------------
+
+
+def _truncated(src: Path, dst: Path) -> Path:
+    data = src.read_bytes()
+    dst.write_bytes(data[: len(data) // 2])
+    return dst
+
+
+def _mlp_agent(tmp_path, breakout_env) -> Path:
+    path = tmp_path / "mlp.zip"
+    build_model("ppo", breakout_env, policy="MlpPolicy").save(path)
+    return path
+
+
+BAD_INPUTS = {
+    "missing agent": (lambda p, z, e: ["--agent", p / "nope.zip"], "does not exist"),
+    "not a zip": (lambda p, z, e: ["--agent", _write(p / "a.zip", b"hello")], "not a zip"),
+    "truncated zip": (lambda p, z, e: ["--agent", _truncated(z["ppo"], p / "t.zip")], "zip"),
+    "directory": (lambda p, z, e: ["--agent", p], "directory"),
+    "zip but not sb3": (lambda p, z, e: ["--agent", _zip(p / "o.zip")], "not an SB3 agent"),
+    "mlp policy": (lambda p, z, e: ["--agent", _mlp_agent(p, e)], "no convolutional layer"),
+    "unknown env": (lambda p, z, e: ["--agent", z["ppo"], "--env", "Breakot"], "Did you mean 'Breakout'"),
+    "obs shape": (lambda p, z, e: ["--agent", z["ppo"], "--env", "rlcam.toyenv:FindTarget-v0"],
+                  r"\(4, 84, 84\).*\(3, 84, 84\)"),
+    "action space": (lambda p, z, e: ["--agent", z["ppo"], "--env", "Pong"], "4 actions"),
+    "zero steps": (lambda p, z, e: ["--agent", z["ppo"], "--steps", 0], "positive"),
+    "negative steps": (lambda p, z, e: ["--agent", z["ppo"], "--steps", -3], "positive"),
+    "unwritable": (lambda p, z, e: ["--agent", z["ppo"], "--out", "/proc/rlcam.mp4"], "/proc"),
+    "no such dir": (lambda p, z, e: ["--agent", z["ppo"], "--out", p / "nodir" / "x.mp4"], "does not exist"),
+    "bad suffix": (lambda p, z, e: ["--agent", z["ppo"], "--out", p / "x.avi"], ".mp4 or .gif"),
+    "both lengths": (lambda p, z, e: ["--agent", z["ppo"], "--steps", 3, "--episodes", 1], "not allowed"),
+    "bad target": (lambda p, z, e: ["--agent", z["dqn"], "--target", "logit"], "does not apply"),
+}
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def _zip(path: Path) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("hello.txt", "not an agent")
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_one_sentence_and_exit_2(case, agent_zips, breakout_env, tmp_path, capsys):
+    make_args, message = BAD_INPUTS[case]
+    work = tmp_path / "work"
+    work.mkdir()
+    args = make_args(work, agent_zips, breakout_env)
+    if "--out" not in args:
+        args += ["--out", work / "out.mp4"]
+    before = set(work.rglob("*"))
+    code, stdout, err = run(["record", "--steps", 5, *args] if "--steps" not in args and "--episodes" not in args
+                            else ["record", *args], capsys)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rlcam: error: "), err
+    assert "Traceback" not in err
+    import re
+
+    assert re.search(message, lines[0]), lines[0]
+    assert set(work.rglob("*")) == before, "bad input left files behind"
+
+
+def test_existing_output_needs_overwrite(agent_zips, tmp_path, capsys):
+    out = tmp_path / "x.mp4"
+    out.write_bytes(b"precious")
+    code, _, err = run(["record", "--agent", agent_zips["ppo"], "--steps", 3, "--out", out], capsys)
+    assert code == 2 and "--overwrite" in err
+    assert out.read_bytes() == b"precious"
+    code, _, err = run(["record", "--agent", agent_zips["ppo"], "--steps", 3, "--out", out, "--overwrite"], capsys)
+    assert code == 0, err
+    assert video_frames(out) == 3
+
+
+def test_sigint_leaves_valid_shorter_outputs(agent_zips, tmp_path):
+    out = tmp_path / "long.mp4"
+    cmd = [sys.executable, "-c", "import sys; from rlcam.cli import main; sys.exit(main())",
+           "record", "--agent", str(agent_zips["ppo"]), "--steps", "100000", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(tmp_path.glob(".long.partial*")):
+        time.sleep(0.2)
+    time.sleep(3.0)  # let it record some frames
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted after" in stdout
+    trace = load_trace(tmp_path / "long.npz")
+    steps = trace.meta["steps"]
+    assert trace.meta["interrupted"] is True and 0 < steps < 100000
+    assert trace["cam"].shape[0] == steps
+    assert video_frames(out) == steps
+    assert json.loads(json.dumps(trace.meta))  # meta is plain JSON

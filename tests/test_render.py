@@ -1,0 +1,200 @@
+"""Colormap, blending, panel and frame composition: exact invariants, not "it ran"."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from rlcam.render import LUT, PanelInfo, colormap, compose, default_panel_width, draw_panel, overlay
+
+
+def _lightness(rgb: np.ndarray) -> np.ndarray:
+    """CIE L* of sRGB uint8 colours (..., 3), computed independently of rlcam.render."""
+    c = rgb.astype(np.float64) / 255.0
+    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    y = linear @ np.array([0.2126, 0.7152, 0.0722])
+    return np.where(y > (6 / 29) ** 3, 116.0 * np.cbrt(y) - 16.0, y * (29 / 3) ** 3)
+
+
+def _info(**changes) -> PanelInfo:
+    info = PanelInfo(
+        step=1234,
+        episode=2,
+        action_names=["NOOP", "FIRE", "RIGHT", "LEFT"],
+        action=2,
+        bars=np.array([0.12, 0.03, 0.71, 0.14]),
+        bar_kind="prob",
+        value=1.482,
+        reward=0.0,
+        episode_return=4.0,
+        target="log-prob",
+        method="gradcam",
+        layer="features_extractor.cnn.4",
+        norm="episode",
+        cam_scale=0.00873,
+    )
+    return dataclasses.replace(info, **changes)
+
+
+def _frame(h: int = 210, w: int = 160, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+# --- colormap ---------------------------------------------------------------------------------
+
+
+def test_lut_lightness_rises_linearly_from_dark_to_bright():
+    assert LUT.shape == (256, 3) and LUT.dtype == np.uint8
+    lightness = _lightness(LUT)
+    assert np.all(np.diff(lightness) > 0), "L* must increase strictly along the ramp"
+    np.testing.assert_allclose(lightness, np.linspace(5.0, 95.0, 256), atol=1.0)
+    assert lightness[0] < 7 and lightness[-1] > 93
+
+
+def test_lut_hue_sweeps_purple_red_orange_yellow():
+    r, g, b = (LUT[[64, 128, 192, 255]].astype(int)).T
+    assert r[0] > g[0] and b[0] > g[0]  # purple: red and blue over green
+    assert r[1] > 1.5 * g[1] and r[1] > b[1]  # red
+    assert r[2] > g[2] > b[2]  # orange
+    assert min(r[3], g[3]) > b[3] + 50  # yellow
+
+
+def test_colormap_shape_clipping_and_nan():
+    values = np.array([[-1.0, 0.0, 0.5], [1.0, 7.0, np.nan]])
+    out = colormap(values)
+    assert out.shape == (2, 3, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[0, 0], LUT[0])
+    np.testing.assert_array_equal(out[0, 1], LUT[0])
+    np.testing.assert_array_equal(out[0, 2], LUT[128])  # 0.5 * 255 rounds to 128
+    np.testing.assert_array_equal(out[1, 0], LUT[255])
+    np.testing.assert_array_equal(out[1, 1], LUT[255])
+    np.testing.assert_array_equal(out[1, 2], LUT[0])
+
+
+# --- overlay ----------------------------------------------------------------------------------
+
+
+def test_overlay_zero_heat_is_exact_and_full_heat_moves_by_alpha():
+    frame = _frame(60, 80)
+    heat = np.zeros((60, 80), dtype=np.float32)
+    heat[:, 40:] = 1.0
+    heat[30:, 40:] = 0.5
+    original = frame.copy()
+    out = overlay(frame, heat, alpha=0.6)
+    np.testing.assert_array_equal(frame, original)  # input untouched
+    np.testing.assert_array_equal(out[:, :40], frame[:, :40])  # heat 0: bit-for-bit unchanged
+    f = frame[:30, 40:].astype(np.float64)
+    expected = f + 0.6 * (LUT[255].astype(np.float64) - f)
+    assert np.abs(out[:30, 40:] - expected).max() <= 1.0
+    # Half heat: opacity 0.3 toward the middle colour of the ramp.
+    f = frame[30:, 40:].astype(np.float64)
+    expected = f + 0.3 * (LUT[128].astype(np.float64) - f)
+    assert np.abs(out[30:, 40:] - expected).max() <= 1.0
+
+
+def test_overlay_alpha_zero_is_identity_and_alpha_one_is_the_colormap():
+    frame = _frame(20, 30)
+    heat = np.random.default_rng(1).random((20, 30)).astype(np.float32)
+    np.testing.assert_array_equal(overlay(frame, heat, alpha=0.0), frame)
+    ones = np.ones((20, 30), dtype=np.float32)
+    np.testing.assert_array_equal(overlay(frame, ones, alpha=1.0), np.broadcast_to(LUT[255], frame.shape))
+
+
+def test_overlay_rejects_mismatched_shapes_and_bad_alpha():
+    with pytest.raises(ValueError):
+        overlay(_frame(20, 30), np.zeros((30, 20)))
+    with pytest.raises(ValueError):
+        overlay(_frame(20, 30), np.zeros((20, 30)), alpha=1.5)
+
+
+# --- panel ------------------------------------------------------------------------------------
+
+
+def test_panel_is_dark_and_depends_on_the_chosen_action():
+    a = draw_panel(_info(action=2), 630, 454)
+    b = draw_panel(_info(action=3), 630, 454)
+    assert a.shape == (630, 454, 3) and a.dtype == np.uint8
+    assert np.median(a) < 40, "the panel background must be dark"
+    assert (a != b).any(axis=-1).sum() > 200
+    # The cached static layer must not pick up one step's drawing: same info, same pixels.
+    np.testing.assert_array_equal(draw_panel(_info(action=2), 630, 454), a)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"step": 99},
+        {"bars": np.array([0.5, 0.2, 0.2, 0.1])},
+        {"value": None},
+        {"reward": 1.0},
+        {"cam_scale": 12.5},
+        {"layer": "features_extractor.cnn.2"},
+    ],
+)
+def test_panel_shows_each_field(change):
+    assert (draw_panel(_info(**change), 420, 300) != draw_panel(_info(), 420, 300)).any()
+
+
+def test_panel_q_values_of_any_sign_and_many_actions():
+    names = [f"A{i}" for i in range(18)]
+    q = np.linspace(-3.0, -1.0, 18)
+    for height in (210, 420, 630):
+        out = draw_panel(_info(action_names=names, action=17, bars=q, bar_kind="q", value=None), height, 300)
+        assert out.shape == (height, 300, 3)
+    # Min-max scaling: the best action's bar is drawn in the chosen colour at full length, so the
+    # panel differs when the worst action is chosen instead.
+    best = draw_panel(_info(action_names=names, action=17, bars=q, bar_kind="q"), 630, 454)
+    worst = draw_panel(_info(action_names=names, action=0, bars=q, bar_kind="q"), 630, 454)
+    assert (best != worst).any()
+
+
+def test_panel_rejects_inconsistent_info():
+    with pytest.raises(ValueError):
+        draw_panel(_info(bars=np.array([0.5, 0.5])), 630, 454)
+    with pytest.raises(ValueError):
+        draw_panel(_info(action=4), 630, 454)
+    with pytest.raises(ValueError):
+        draw_panel(_info(bar_kind="logits"), 630, 454)
+
+
+# --- compose ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scale", [1, 2, 3])
+def test_compose_shape_is_even_and_game_is_nearest_upscaled(scale):
+    frame = _frame()
+    out = compose(frame, np.zeros((210, 160), dtype=np.float32), _info(), scale=scale)
+    h, w = 210 * scale, 160 * scale
+    assert out.shape == (h, w + default_panel_width(h), 3) and out.dtype == np.uint8
+    assert out.shape[0] % 2 == 0 and out.shape[1] % 2 == 0
+    # Zero heat: the game area is the frame with each pixel repeated scale x scale times.
+    np.testing.assert_array_equal(out[:h, :w], np.repeat(np.repeat(frame, scale, axis=0), scale, axis=1))
+    np.testing.assert_array_equal(out[:h, w:], draw_panel(_info(), h, default_panel_width(h)))
+
+
+def test_compose_accepts_heat_at_frame_or_video_size():
+    frame = _frame(seed=1)
+    heat = np.zeros((210, 160), dtype=np.float32)
+    heat[100:120, 50:70] = 1.0
+    big = np.repeat(np.repeat(heat, 3, axis=0), 3, axis=1)
+    from_small = compose(frame, heat, _info(), scale=3, alpha=0.5)
+    from_big = compose(frame, big, _info(), scale=3, alpha=0.5)
+    game = np.repeat(np.repeat(frame, 3, axis=0), 3, axis=1)
+    np.testing.assert_array_equal(from_big[:630, :480], overlay(game, big, alpha=0.5))
+    # Bilinear upscaling agrees with the blocky version inside the hot square and far outside it.
+    np.testing.assert_array_equal(from_small[320:350, 160:200], from_big[320:350, 160:200])
+    np.testing.assert_array_equal(from_small[:200], from_big[:200])
+    with pytest.raises(ValueError):
+        compose(frame, np.zeros((84, 84)), _info())
+
+
+def test_compose_pads_odd_sizes_with_black():
+    frame = _frame(105, 81)
+    out = compose(frame, np.zeros((105, 81), dtype=np.float32), _info(), scale=1, panel_width=161)
+    assert out.shape == (106, 81 + 161 + 0, 3)  # 242 columns are even already; 105 rows are not
+    np.testing.assert_array_equal(out[105], 0)
+    out = compose(frame, np.zeros((105, 81), dtype=np.float32), _info(), scale=1, panel_width=160)
+    assert out.shape == (106, 242, 3)
+    np.testing.assert_array_equal(out[:, 241], 0)
