@@ -86,9 +86,7 @@ def algo_class(algo: str):
         try:
             from sb3_contrib import QRDQN
         except ImportError:
-            raise RlcamError(
-                "this is a QR-DQN agent, which needs sb3-contrib: pip install 'rlcam[contrib]'."
-            ) from None
+            raise RlcamError("this is a QR-DQN agent, which needs sb3-contrib: pip install 'rlcam[contrib]'.") from None
         return QRDQN
     import stable_baselines3 as sb3
 
@@ -123,5 +121,7 @@ def load_agent(path: str | Path, algo: str | None = None) -> Agent:
     try:
         model = cls.load(path, device="cpu", custom_objects=dict(_TRAINING_ONLY))
     except Exception as exc:  # SB3 raises many types for a broken or foreign zip
-        raise RlcamError(f"SB3 could not load {path} as a {algo.upper()} agent ({type(exc).__name__}: {exc}).") from None
+        raise RlcamError(
+            f"SB3 could not load {path} as a {algo.upper()} agent ({type(exc).__name__}: {exc})."
+        ) from None
     return Agent(model=model, algo=algo, path=path, sha256=file_sha256(path))

@@ -54,25 +54,45 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog="example: rlcam record --env Breakout --agent agents/breakout_ppo.zip --steps 1000 --out breakout.mp4",
     )
-    rec.add_argument("--env", default="Breakout", help="short Atari name, Gymnasium id or module:EnvId-v0 (default: Breakout)")
+    rec.add_argument(
+        "--env",
+        default="Breakout",
+        help="short Atari name, Gymnasium id or module:EnvId-v0 (default: Breakout)",
+    )
     rec.add_argument("--agent", type=Path, help="SB3 agent zip (default: the agent shipped in agents/ for --env)")
     length = rec.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, help="agent steps to record (default 1000)")
     length.add_argument("--episodes", type=int, help="record until this many full games have ended")
     rec.add_argument("--seed", type=int, default=0, help="env and sampling seed (default 0)")
     mode = rec.add_mutually_exclusive_group()
-    mode.add_argument("--deterministic", dest="deterministic", action="store_true", default=True,
-                      help="take the argmax action (default)")
-    mode.add_argument("--stochastic", dest="deterministic", action="store_false",
-                      help="sample actions (softmax for PPO/A2C, epsilon-greedy for DQN), seeded")
+    mode.add_argument(
+        "--deterministic",
+        dest="deterministic",
+        action="store_true",
+        default=True,
+        help="take the argmax action (default)",
+    )
+    mode.add_argument(
+        "--stochastic",
+        dest="deterministic",
+        action="store_false",
+        help="sample actions (softmax for PPO/A2C, epsilon-greedy for DQN), seeded",
+    )
     rec.add_argument("--out", type=Path, default=Path("rlcam.mp4"), help="video path, .mp4 or .gif (default rlcam.mp4)")
     rec.add_argument("--trace", type=Path, help="trace path (.npz); default: the video's path with .npz")
     rec.add_argument("--save-obs", action="store_true", help="store the exact policy inputs in the trace")
-    rec.add_argument("--target", help="explained score: logit|logprob|value (PPO/A2C, default logit), q|advantage (DQN, default q)")
+    rec.add_argument(
+        "--target",
+        help="explained score: logit|logprob|value (PPO/A2C, default logit), q|advantage (DQN, default q)",
+    )
     rec.add_argument("--layer", help="module path inside model.policy (see 'rlcam info'); default: last rectified conv")
     rec.add_argument("--method", default="gradcam", choices=sorted(METHODS), help="map method (default gradcam)")
-    rec.add_argument("--placement", default="bilinear", choices=PLACEMENTS,
-                     help="how layer cells land on the input: bilinear (paper) or rf (receptive-field centres)")
+    rec.add_argument(
+        "--placement",
+        default="bilinear",
+        choices=PLACEMENTS,
+        help="how layer cells land on the input: bilinear (paper) or rf (receptive-field centres)",
+    )
     rec.add_argument("--norm", default="running", choices=NORMS, help="display normalisation (default running)")
     rec.add_argument("--n-envs", type=int, default=1, help="envs explained together in one batch; video shows env 0")
     rec.add_argument("--fps", type=int, default=30, help="video frame rate (default 30)")
@@ -82,8 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--overwrite", action="store_true", help="replace existing output files")
     rec.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    info = sub.add_parser("info", help="describe an agent zip: algorithm, spaces, candidate layers",
-                          description="Print an agent's algorithm, spaces, default target and layer, and candidate layers.")
+    info = sub.add_parser(
+        "info",
+        help="describe an agent zip: algorithm, spaces, candidate layers",
+        description="Print an agent's algorithm, spaces, default target and layer, and candidate layers.",
+    )
     info.add_argument("--agent", type=Path, required=True, help="SB3 agent zip")
     info.add_argument("--algo", choices=["ppo", "a2c", "dqn", "qrdqn"], help="force the algorithm")
     return parser

@@ -81,7 +81,11 @@ def make_env(name: str, n_envs: int = 1, seed: int = 0):
             if gym.spec(info.env_id).kwargs.get("frameskip", 1) != 1:
                 env_kwargs["frameskip"] = 1  # AtariWrapper skips 4 frames itself (ALE/...-v5 skips by default)
             venv = make_atari_env(
-                info.env_id, n_envs=n_envs, seed=seed, env_kwargs=env_kwargs, wrapper_kwargs={"clip_reward": False}
+                info.env_id,
+                n_envs=n_envs,
+                seed=seed,
+                env_kwargs=env_kwargs,
+                wrapper_kwargs={"clip_reward": False},
             )
             venv = VecFrameStack(venv, n_stack=ATARI_FRAME_STACK)
         else:

@@ -21,7 +21,7 @@ from torch import nn
 from rlcam.agents import Agent
 from rlcam.cam import METHODS
 from rlcam.errors import RlcamError
-from rlcam.geometry import Placement, receptive_field_grid, make_placement
+from rlcam.geometry import Placement, make_placement, receptive_field_grid
 from rlcam.targets import check_target, display_values, explained_score, policy_forward
 
 # Element-wise activations that end a conv block: the default layer is the last of these after the last conv.
@@ -213,7 +213,10 @@ class Explainer:
         cam = cam.cpu().numpy().astype(np.float32)
         if self.placement is None:
             self.placement = make_placement(
-                self.placement_name, cam.shape[1:], obs.shape[2:], grid=layer_grid(self.agent, self.layer_name)
+                self.placement_name,
+                cam.shape[1:],
+                obs.shape[2:],
+                grid=layer_grid(self.agent, self.layer_name),
             )
         return Explanation(
             actions=actions.cpu().numpy().astype(np.int64),

@@ -136,8 +136,7 @@ def overlay(frame: np.ndarray, heat: np.ndarray, alpha: float = 0.6) -> np.ndarr
     """
     if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8 or heat.shape != frame.shape[:2]:
         raise ValueError(
-            f"overlay needs frame (H, W, 3) uint8 and heat (H, W); got {frame.shape} {frame.dtype} "
-            f"and {heat.shape}"
+            f"overlay needs frame (H, W, 3) uint8 and heat (H, W); got {frame.shape} {frame.dtype} and {heat.shape}"
         )
     canvas = Image.fromarray(np.ascontiguousarray(frame))
     _paint_heat(canvas, Image.fromarray(_heat_index(heat)), _check_alpha(alpha))
@@ -385,9 +384,7 @@ def _panel_image(info: PanelInfo, height: int, width: int) -> Image.Image:
 
     header = f"step {info.step}  ·  episode {info.episode}  ·  env {info.env_index}"
     draw.text((pad, lay.y_header), _fit(draw, header, lay.f_small, inner), font=lay.f_small, fill=_DIM)
-    draw.text(
-        (pad, lay.y_action), _fit(draw, names[info.action], lay.f_big, inner), font=lay.f_big, fill=_ACCENT
-    )
+    draw.text((pad, lay.y_action), _fit(draw, names[info.action], lay.f_big, inner), font=lay.f_big, fill=_ACCENT)
 
     fracs = _bar_fractions(bars, info.bar_kind)
     bar_len = lay.x_bar1 - lay.x_bar0
@@ -405,9 +402,7 @@ def _panel_image(info: PanelInfo, height: int, width: int) -> Image.Image:
             number = _fmt_bar(bars[i], info.bar_kind)
             draw.text((right, mid), number, font=lay.f_bar, fill=_TEXT if chosen else _DIM, anchor="rm")
             if chosen:
-                draw.rectangle(
-                    [lay.x_name, mid - lay.row_h / 2, lay.x_bar0 - 1, mid + lay.row_h / 2], fill=_BG
-                )
+                draw.rectangle([lay.x_name, mid - lay.row_h / 2, lay.x_bar0 - 1, mid + lay.row_h / 2], fill=_BG)
                 name = _fit(draw, names[i], lay.f_bar, lay.name_w - 2)
                 draw.text((lay.x_name, mid), name, font=lay.f_bar, fill=_TEXT, anchor="lm")
 
@@ -486,9 +481,7 @@ def compose(
     elif heat.shape == (big_h, big_w):
         index = Image.fromarray(_heat_index(heat))
     else:
-        raise ValueError(
-            f"heat must be {(h, w)} or {(big_h, big_w)} for frame {frame.shape}, got {heat.shape}"
-        )
+        raise ValueError(f"heat must be {(h, w)} or {(big_h, big_w)} for frame {frame.shape}, got {heat.shape}")
     pw = default_panel_width(big_h) if panel_width is None else int(panel_width)
 
     game = Image.fromarray(np.ascontiguousarray(frame))

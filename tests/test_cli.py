@@ -33,8 +33,21 @@ def run(argv, capsys) -> tuple[int, str, str]:
 
 def test_record_breakout_writes_video_and_trace(agent_zips, tmp_path, capsys):
     out = tmp_path / "breakout.mp4"
-    code, stdout, err = run(["record", "--env", "Breakout", "--agent", agent_zips["ppo"], "--steps", 30,
-                             "--out", out, "--save-obs"], capsys)
+    code, stdout, err = run(
+        [
+            "record",
+            "--env",
+            "Breakout",
+            "--agent",
+            agent_zips["ppo"],
+            "--steps",
+            30,
+            "--out",
+            out,
+            "--save-obs",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "30 steps" in stdout and str(out) in stdout
     assert video_frames(out) == 30
@@ -53,8 +66,20 @@ def test_record_breakout_writes_video_and_trace(agent_zips, tmp_path, capsys):
         assert trace[key].dtype == dtype, key
     assert (trace["cam"] >= 0).all() and trace["cam"].max() > 0
     meta = trace.meta
-    for key in ("rlcam_version", "env_id", "algo", "agent_sha256", "target", "layer", "method", "seed",
-                "steps", "deterministic", "normalisation", "placement"):
+    for key in (
+        "rlcam_version",
+        "env_id",
+        "algo",
+        "agent_sha256",
+        "target",
+        "layer",
+        "method",
+        "seed",
+        "steps",
+        "deterministic",
+        "normalisation",
+        "placement",
+    ):
         assert key in meta, key
     assert meta["env_id"] == "BreakoutNoFrameskip-v4" and meta["algo"] == "ppo" and meta["steps"] == 30
     assert meta["layer"] == "features_extractor.cnn.5" and meta["target"] == "logit"
@@ -75,7 +100,18 @@ def test_same_seed_gives_identical_traces(agent_zips, tmp_path, capsys):
     traces = []
     for name in ("one", "two"):
         out = tmp_path / f"{name}.mp4"
-        args = ["record", "--agent", agent_zips["ppo"], "--steps", 25, "--stochastic", "--seed", 7, "--out", out]
+        args = [
+            "record",
+            "--agent",
+            agent_zips["ppo"],
+            "--steps",
+            25,
+            "--stochastic",
+            "--seed",
+            7,
+            "--out",
+            out,
+        ]
         assert run(args, capsys)[0] == 0
         traces.append(load_trace(tmp_path / f"{name}.npz"))
     for key in ("cam", "cam_input", "action", "score", "reward", "done"):
@@ -94,8 +130,26 @@ def test_every_algorithm_records(agent_zips, tmp_path, capsys, algo, target):
 
 def test_several_envs_add_an_env_axis(agent_zips, tmp_path, capsys):
     out = tmp_path / "multi.gif"
-    code, _, err = run(["record", "--agent", agent_zips["ppo"], "--steps", 6, "--n-envs", 3, "--out", out,
-                        "--scale", 1, "--method", "layercam", "--placement", "rf"], capsys)
+    code, _, err = run(
+        [
+            "record",
+            "--agent",
+            agent_zips["ppo"],
+            "--steps",
+            6,
+            "--n-envs",
+            3,
+            "--out",
+            out,
+            "--scale",
+            1,
+            "--method",
+            "layercam",
+            "--placement",
+            "rf",
+        ],
+        capsys,
+    )
     assert code == 0, err
     trace = load_trace(tmp_path / "multi.npz")
     assert trace["cam"].shape == (6, 3, 7, 7)
@@ -114,8 +168,10 @@ def test_any_gymnasium_image_env(tmp_path, capsys):
     build_model("ppo", venv).save(agent)
     venv.close()
     out = tmp_path / "toy.mp4"
-    code, _, err = run(["record", "--env", "rlcam.toyenv:FindTarget-v0", "--agent", agent, "--episodes", 1,
-                        "--out", out], capsys)
+    code, _, err = run(
+        ["record", "--env", "rlcam.toyenv:FindTarget-v0", "--agent", agent, "--episodes", 1, "--out", out],
+        capsys,
+    )
     assert code == 0, err
     trace = load_trace(out.with_suffix(".npz"))
     assert trace["cam"].shape[0] == 32 and trace["game_over"][-1] and trace.meta["atari_wrappers"] is False
@@ -156,8 +212,10 @@ BAD_INPUTS = {
     "zip but not sb3": (lambda p, z, e: ["--agent", _zip(p / "o.zip")], "not an SB3 agent"),
     "mlp policy": (lambda p, z, e: ["--agent", _mlp_agent(p, e)], "no convolutional layer"),
     "unknown env": (lambda p, z, e: ["--agent", z["ppo"], "--env", "Breakot"], "Did you mean 'Breakout'"),
-    "obs shape": (lambda p, z, e: ["--agent", z["ppo"], "--env", "rlcam.toyenv:FindTarget-v0"],
-                  r"\(4, 84, 84\).*\(3, 84, 84\)"),
+    "obs shape": (
+        lambda p, z, e: ["--agent", z["ppo"], "--env", "rlcam.toyenv:FindTarget-v0"],
+        r"\(4, 84, 84\).*\(3, 84, 84\)",
+    ),
     "action space": (lambda p, z, e: ["--agent", z["ppo"], "--env", "Pong"], "4 actions"),
     "zero steps": (lambda p, z, e: ["--agent", z["ppo"], "--steps", 0], "positive"),
     "negative steps": (lambda p, z, e: ["--agent", z["ppo"], "--steps", -3], "positive"),
@@ -189,8 +247,10 @@ def test_bad_input_is_one_sentence_and_exit_2(case, agent_zips, breakout_env, tm
     if "--out" not in args:
         args += ["--out", work / "out.mp4"]
     before = set(work.rglob("*"))
-    code, stdout, err = run(["record", "--steps", 5, *args] if "--steps" not in args and "--episodes" not in args
-                            else ["record", *args], capsys)
+    code, stdout, err = run(
+        ["record", "--steps", 5, *args] if "--steps" not in args and "--episodes" not in args else ["record", *args],
+        capsys,
+    )
     assert code == 2, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("rlcam: error: "), err
@@ -214,10 +274,25 @@ def test_existing_output_needs_overwrite(agent_zips, tmp_path, capsys):
 
 def test_sigint_leaves_valid_shorter_outputs(agent_zips, tmp_path):
     out = tmp_path / "long.mp4"
-    cmd = [sys.executable, "-c", "import sys; from rlcam.cli import main; sys.exit(main())",
-           "record", "--agent", str(agent_zips["ppo"]), "--steps", "100000", "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    cmd = [
+        sys.executable,
+        "-c",
+        "import sys; from rlcam.cli import main; sys.exit(main())",
+        "record",
+        "--agent",
+        str(agent_zips["ppo"]),
+        "--steps",
+        "100000",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not any(tmp_path.glob(".long.partial*")):
         time.sleep(0.2)

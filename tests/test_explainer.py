@@ -137,7 +137,7 @@ def test_grads_modes_and_requires_grad_untouched(agent_zips, breakout_obs):
         explainer.explain(breakout_obs)
     assert all(m.training for m in policy.modules())
     assert [p.requires_grad for p in params] == before_flags
-    for p, g in zip(params, before_grads):
+    for p, g in zip(params, before_grads, strict=True):
         if g is None:
             assert p.grad is None
         else:
@@ -152,7 +152,7 @@ def test_hooks_removed_even_when_an_exception_escapes(agent_zips, breakout_obs):
         with Explainer(agent) as explainer:
             explainer.explain(breakout_obs)
             assert len(layer._forward_hooks) == 1
-            1 / 0
+            raise ZeroDivisionError
     assert len(layer._forward_hooks) == 0
     assert not any(len(m._forward_hooks) for m in agent.policy.modules())
 

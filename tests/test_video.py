@@ -23,9 +23,7 @@ def _frames(n: int = N, h: int = 64, w: int = 96) -> list[np.ndarray]:
     yy, xx = np.mgrid[0:h, 0:w]
     frames = []
     for i in range(n):
-        f = np.stack([xx * 255 // (w - 1), yy * 255 // (h - 1), np.full_like(xx, 40)], axis=-1).astype(
-            np.uint8
-        )
+        f = np.stack([xx * 255 // (w - 1), yy * 255 // (h - 1), np.full_like(xx, 40)], axis=-1).astype(np.uint8)
         f[16:40, 4 + 6 * i : 28 + 6 * i] = (240, 220, 30)
         frames.append(f)
     return frames
