@@ -100,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--alpha", type=float, default=0.6, help="map opacity at full attention (default 0.6)")
     rec.add_argument("--algo", choices=["ppo", "a2c", "dqn", "qrdqn"], help="force the algorithm (normally detected)")
     rec.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    rec.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: fastest at batch 1)")
     rec.add_argument("--quiet", action="store_true", help="no progress bar")
 
     info = sub.add_parser(
@@ -130,7 +131,13 @@ def _progress(stream):
 
 
 def cmd_record(args) -> int:
+    import torch
+
     from rlcam.record import RecordConfig, record
+
+    if args.threads < 1:
+        raise RlcamError(f"--threads must be at least 1, not {args.threads}.")
+    torch.set_num_threads(args.threads)
 
     cfg = RecordConfig(
         agent=args.agent or default_agent(args.env),

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 import rlcam
 from rlcam.agents import load_agent
@@ -195,12 +196,17 @@ def record(cfg: RecordConfig, on_step: Callable[[int, int | None], None] | None 
             FrameWriter(cfg.out, fps=cfg.fps) as video,
             TraceWriter(cfg.trace, meta) as trace,
         ):
-            steps, games, interrupted = _loop(cfg, venv, explainer, names, video, trace, total, stop, on_step)
-            run_meta = dict(steps=steps, episodes_ended=games, interrupted=interrupted)
+            steps, games, interrupted, env_failure = _loop(
+                cfg, venv, explainer, names, video, trace, total, stop, on_step
+            )
+            run_meta = dict(steps=steps, episodes_ended=games, interrupted=interrupted, env_failure=env_failure)
             trace.close(extra_meta=run_meta)
             meta.update(run_meta)
     finally:
         venv.close()
+    if env_failure is not None:
+        kept = f"the video and trace hold the {steps} steps before it" if steps else "nothing was written"
+        raise RlcamError(f"{env_failure}; {kept}.")
     return RecordResult(
         video=cfg.out,
         trace=cfg.trace,
@@ -212,7 +218,8 @@ def record(cfg: RecordConfig, on_step: Callable[[int, int | None], None] | None 
     )
 
 
-def _loop(cfg, venv, explainer, names, video, trace, total, stop, on_step) -> tuple[int, int, bool]:
+def _loop(cfg, venv, explainer, names, video, trace, total, stop, on_step) -> tuple[int, int, bool, str | None]:
+    """Returns (steps, games ended, interrupted, the env's failure or None)."""
     n = cfg.n_envs
     norm = Normalizer(cfg.norm, n)
     returns = np.zeros(n, dtype=np.float64)
@@ -223,14 +230,18 @@ def _loop(cfg, venv, explainer, names, video, trace, total, stop, on_step) -> tu
     raw = frames(venv)  # N x (h, w, 3) uint8
     while not stop.requested and (total is None or steps < total) and (cfg.episodes is None or games < cfg.episodes):
         explained = explainer.explain(obs)
-        next_obs, rewards, dones, infos = venv.step(explained.actions)
+        try:
+            next_obs, rewards, dones, infos = venv.step(explained.actions)
+        except Exception as exc:  # the env's own failure: keep what was recorded, then report it
+            return steps, games, stop.requested, f"the env raised {type(exc).__name__} ({exc}) at step {steps}"
         scales = norm.update(explained.cam)
         returns += rewards
 
         if to_frame is None:
             h, w = raw[0].shape[:2]
-            to_frame = explainer.placement.frame_matrices(h * cfg.scale, w * cfg.scale)
-        heat = normalised(to_frame[0] @ explained.cam[0] @ to_frame[1].T, scales[0])
+            to_frame = [torch.from_numpy(m) for m in explainer.placement.frame_matrices(h * cfg.scale, w * cfg.scale)]
+        # (H*s, h) @ (h, w) @ (w, W*s): torch, so the tiny matmuls obey the one torch thread setting.
+        heat = normalised((to_frame[0] @ torch.from_numpy(explained.cam[0]) @ to_frame[1].T).numpy(), scales[0])
         panel = PanelInfo(
             step=steps,
             episode=int(episode[0]),
@@ -275,4 +286,4 @@ def _loop(cfg, venv, explainer, names, video, trace, total, stop, on_step) -> tu
         raw = frames(venv)
         if on_step is not None:
             on_step(steps, total)
-    return steps, games, stop.requested
+    return steps, games, stop.requested, None

@@ -24,8 +24,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import rlcam  # noqa: E402
 from evaluate_agent import evaluate  # noqa: E402
+
+import rlcam  # noqa: E402
 from rlcam.agents import algo_class, load_agent  # noqa: E402
 from rlcam.envs import make_env  # noqa: E402
 

@@ -307,3 +307,25 @@ def test_sigint_leaves_valid_shorter_outputs(agent_zips, tmp_path):
     assert trace["cam"].shape[0] == steps
     assert video_frames(out) == steps
     assert json.loads(json.dumps(trace.meta))  # meta is plain JSON
+
+
+def test_env_failure_mid_episode_keeps_valid_outputs(tmp_path, capsys):
+    from rlcam.envs import make_env
+
+    venv, _ = make_env("rlcam.toyenv:FindTarget-v0")
+    agent = tmp_path / "toy.zip"
+    build_model("ppo", venv).save(agent)
+    venv.close()
+    out = tmp_path / "crash.mp4"
+    code, _, err = run(
+        ["record", "--env", "tests.failing_env:FailingFindTarget-v0", "--agent", agent, "--steps", 50, "--out", out],
+        capsys,
+    )
+    assert code == 2
+    assert err.strip() == (
+        "rlcam: error: the env raised RuntimeError (simulated emulator crash) at step 9; "
+        "the video and trace hold the 9 steps before it."
+    )
+    assert video_frames(out) == 9
+    trace = load_trace(out.with_suffix(".npz"))
+    assert trace["cam"].shape[0] == 9 and "simulated emulator crash" in trace.meta["env_failure"]
