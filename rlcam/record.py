@@ -218,72 +218,153 @@ def record(cfg: RecordConfig, on_step: Callable[[int, int | None], None] | None 
     )
 
 
+class StepWriter:
+    """Renders and writes one explained step at a time: the video frame of one env and the trace row.
+
+    Shared by ``record`` and the wrappers, so every path draws and stores steps the same way.
+
+    Args:
+        explainer: the open explainer whose explanations are written.
+        action_names: one name per action, for the panel.
+        video: where frames go, or None for a trace only.
+        trace: where the rows go, or None for a video only.
+        n_envs: envs per step; the trace gets an env axis when > 1.
+        norm, scale, alpha: display settings (see ``RecordConfig``).
+        save_obs: also store the policy inputs in the trace.
+        video_env: which env the video shows.
+    """
+
+    def __init__(
+        self,
+        explainer,
+        action_names,
+        video=None,
+        trace=None,
+        n_envs=1,
+        norm="running",
+        scale=3,
+        alpha=0.6,
+        save_obs=False,
+        video_env=0,
+    ):
+        self.explainer = explainer
+        self.action_names = action_names
+        self.video = video
+        self.trace = trace
+        self.n_envs = n_envs
+        self.norm = Normalizer(norm, n_envs)
+        self.scale = scale
+        self.alpha = alpha
+        self.save_obs = save_obs
+        self.video_env = video_env
+        self.returns = np.zeros(n_envs, dtype=np.float64)
+        self.episode = np.zeros(n_envs, dtype=np.int64)
+        self.steps = 0
+        self.games = 0
+        self._to_frame = None  # (H*s, h) and (W*s, w) matrices: layer map -> upscaled video frame
+
+    def heat(self, cam: np.ndarray, frame_hw: tuple[int, int], scale: float) -> np.ndarray:
+        """Normalised map ``(H*s, W*s)`` for a layer map ``cam (h, w)``, straight from the layer grid."""
+        if self._to_frame is None:
+            h, w = frame_hw
+            matrices = self.explainer.placement.frame_matrices(h * self.scale, w * self.scale)
+            self._to_frame = [torch.from_numpy(m) for m in matrices]
+        ys, xs = self._to_frame
+        # Two tiny matmuls in torch, so they obey the one torch thread setting.
+        return normalised((ys @ torch.from_numpy(cam) @ xs.T).numpy(), scale)
+
+    def write(self, obs, raw_frames, explained, rewards, dones, infos) -> np.ndarray:
+        """Write the step where ``explained`` was computed for ``obs`` and the env answered with the rest.
+
+        Args:
+            obs: ``(N, C, H, W)`` the policy inputs explained.
+            raw_frames: N RGB frames ``(h, w, 3)`` shown when acting (only the video env's is used).
+            explained: the explainer's output for ``obs``.
+            rewards, dones, infos: what ``VecEnv.step`` returned for the explained actions.
+
+        Returns:
+            ``(N,)`` bool, the envs whose full game ended at this step.
+        """
+        scales = self.norm.update(explained.cam)
+        self.returns += rewards
+        if self.video is not None:
+            i = self.video_env
+            panel = PanelInfo(
+                step=self.steps,
+                episode=int(self.episode[i]),
+                action_names=self.action_names,
+                action=int(explained.actions[i]),
+                bars=explained.action_values[i],
+                bar_kind="prob" if self.explainer.algo in ("ppo", "a2c") else "q",
+                value=float(explained.value[i]),
+                reward=float(rewards[i]),
+                episode_return=float(self.returns[i]),
+                target=self.explainer.target,
+                method=self.explainer.method,
+                layer=self.explainer.layer_name,
+                norm=self.norm.name,
+                cam_scale=float(scales[i]),
+                env_index=i,
+            )
+            frame = raw_frames[i]
+            heat = self.heat(explained.cam[i], frame.shape[:2], scales[i])
+            self.video.append(compose(frame, heat, panel, scale=self.scale, alpha=self.alpha))
+
+        game_over = np.array(["episode" in info for info in infos], dtype=bool)
+        if self.trace is not None:
+            row = dict(
+                cam=explained.cam,
+                cam_input=explained.cam_input.astype(np.float16),
+                action=explained.actions,
+                score=explained.score,
+                value=explained.value,
+                reward=np.asarray(rewards, dtype=np.float32),
+                done=np.asarray(dones, dtype=bool),
+                game_over=game_over,
+            )
+            if self.save_obs:
+                row["obs"] = obs
+            if self.n_envs == 1:  # a single env has no env axis
+                row = {key: value[0] for key, value in row.items()}
+            self.trace.append(**row)
+
+        self.steps += 1
+        self.games += int(game_over.sum())
+        self.returns[game_over] = 0.0
+        self.episode[game_over] += 1
+        self.norm.end_episodes(game_over)
+        return game_over
+
+
 def _loop(cfg, venv, explainer, names, video, trace, total, stop, on_step) -> tuple[int, int, bool, str | None]:
     """Returns (steps, games ended, interrupted, the env's failure or None)."""
-    n = cfg.n_envs
-    norm = Normalizer(cfg.norm, n)
-    returns = np.zeros(n, dtype=np.float64)
-    episode = np.zeros(n, dtype=np.int64)
-    games = steps = 0
-    to_frame = None  # matrices taking a layer map to the upscaled video frame
+    writer = StepWriter(
+        explainer,
+        names,
+        video,
+        trace,
+        n_envs=cfg.n_envs,
+        norm=cfg.norm,
+        scale=cfg.scale,
+        alpha=cfg.alpha,
+        save_obs=cfg.save_obs,
+    )
     obs = venv.reset()  # (N, C, H, W) uint8
     raw = frames(venv)  # N x (h, w, 3) uint8
-    while not stop.requested and (total is None or steps < total) and (cfg.episodes is None or games < cfg.episodes):
+    while (
+        not stop.requested
+        and (total is None or writer.steps < total)
+        and (cfg.episodes is None or writer.games < cfg.episodes)
+    ):
         explained = explainer.explain(obs)
         try:
             next_obs, rewards, dones, infos = venv.step(explained.actions)
         except Exception as exc:  # the env's own failure: keep what was recorded, then report it
-            return steps, games, stop.requested, f"the env raised {type(exc).__name__} ({exc}) at step {steps}"
-        scales = norm.update(explained.cam)
-        returns += rewards
-
-        if to_frame is None:
-            h, w = raw[0].shape[:2]
-            to_frame = [torch.from_numpy(m) for m in explainer.placement.frame_matrices(h * cfg.scale, w * cfg.scale)]
-        # (H*s, h) @ (h, w) @ (w, W*s): torch, so the tiny matmuls obey the one torch thread setting.
-        heat = normalised((to_frame[0] @ torch.from_numpy(explained.cam[0]) @ to_frame[1].T).numpy(), scales[0])
-        panel = PanelInfo(
-            step=steps,
-            episode=int(episode[0]),
-            action_names=names,
-            action=int(explained.actions[0]),
-            bars=explained.action_values[0],
-            bar_kind="prob" if explainer.algo in ("ppo", "a2c") else "q",
-            value=float(explained.value[0]),
-            reward=float(rewards[0]),
-            episode_return=float(returns[0]),
-            target=explainer.target,
-            method=cfg.method,
-            layer=explainer.layer_name,
-            norm=cfg.norm,
-            cam_scale=float(scales[0]),
-        )
-        video.append(compose(raw[0], heat, panel, scale=cfg.scale, alpha=cfg.alpha))
-
-        game_over = np.array(["episode" in info for info in infos], dtype=bool)
-        record = dict(
-            cam=explained.cam,
-            cam_input=explained.cam_input.astype(np.float16),
-            action=explained.actions,
-            score=explained.score,
-            value=explained.value,
-            reward=rewards.astype(np.float32),
-            done=dones.astype(bool),
-            game_over=game_over,
-        )
-        if cfg.save_obs:
-            record["obs"] = obs
-        if n == 1:  # a single env has no env axis
-            record = {key: value[0] for key, value in record.items()}
-        trace.append(**record)
-
-        steps += 1
-        games += int(game_over.sum())
-        returns[game_over] = 0.0
-        episode[game_over] += 1
-        norm.end_episodes(game_over)
+            failure = f"the env raised {type(exc).__name__} ({exc}) at step {writer.steps}"
+            return writer.steps, writer.games, stop.requested, failure
+        writer.write(obs, raw, explained, rewards, dones, infos)
         obs = next_obs
         raw = frames(venv)
         if on_step is not None:
-            on_step(steps, total)
-    return steps, games, stop.requested, None
+            on_step(writer.steps, total)
+    return writer.steps, writer.games, stop.requested, None
