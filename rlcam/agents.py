@@ -1,4 +1,8 @@
-"""Loading a saved SB3 agent: validate the file, tell the algorithm, load it on the CPU."""
+"""Loading a saved SB3 agent: validate the file, tell the algorithm, load it on the CPU.
+
+By default nothing in the zip is unpickled (``rlcam.safeload`` rebuilds standard agents from
+its JSON and tensors); ``trust=True`` is SB3's own load, which runs the file's pickles.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from rlcam import safeload
 from rlcam.errors import RlcamError
 
 ALGOS = ("ppo", "a2c", "dqn", "qrdqn")
@@ -102,15 +107,20 @@ _TRAINING_ONLY = {
 }
 
 
-def load_agent(path: str | Path, algo: str | None = None) -> Agent:
+def load_agent(path: str | Path, algo: str | None = None, trust: bool = False) -> Agent:
     """Load an SB3 agent zip on the CPU.
 
     Args:
         path: the ``.zip`` written by ``model.save``.
         algo: force the algorithm (one of ``ALGOS``) instead of detecting it.
+        trust: load with SB3's ``load``, which unpickles the file and so runs any code it carries.
+            By default the model is rebuilt from the zip's JSON and tensors (``rlcam.safeload``),
+            which covers SB3's standard policies and refuses custom pickled classes.
 
     Raises:
-        RlcamError: the file is missing, not an SB3 zip, damaged, or of an unsupported algorithm.
+        RlcamError: the file is missing, not an SB3 zip, damaged, of an unsupported algorithm, needs
+            unpickling (custom classes) without ``trust``, or its weights do not fit the policy or are
+            not finite.
     """
     path = Path(path)
     data = read_agent_data(path)
@@ -118,10 +128,25 @@ def load_agent(path: str | Path, algo: str | None = None) -> Agent:
         raise RlcamError(f"unknown algorithm {algo!r}; choose one of {', '.join(ALGOS)}.")
     algo = algo or detect_algo(data)
     cls = algo_class(algo)
+    if trust:
+        model = _trusted_load(path, algo, cls)
+    else:
+        model = safeload.load_model(path, data, algo, cls)
+    return Agent(model=model, algo=algo, path=path, sha256=file_sha256(path))
+
+
+def _trusted_load(path: Path, algo: str, cls):
+    """SB3's own load, then the same weight checks as the safe path.
+
+    The checks matter: for PPO/A2C, SB3 falls back to a non-strict load when keys are missing
+    (a compatibility path for SB3 < 1.7), which would silently leave untrained weights.
+    """
     try:
         model = cls.load(path, device="cpu", custom_objects=dict(_TRAINING_ONLY))
     except Exception as exc:  # SB3 raises many types for a broken or foreign zip
+        message = " ".join(str(exc).split())[:300]
         raise RlcamError(
-            f"SB3 could not load {path} as a {algo.upper()} agent ({type(exc).__name__}: {exc})."
+            f"SB3 could not load {path} as a {algo.upper()} agent ({type(exc).__name__}: {message})."
         ) from None
-    return Agent(model=model, algo=algo, path=path, sha256=file_sha256(path))
+    safeload.check_weights(model.policy, safeload.read_weights(path), path)
+    return model

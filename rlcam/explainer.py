@@ -180,8 +180,14 @@ class Explainer:
 
     # -- the work ---------------------------------------------------------------------------------
 
-    def explain(self, obs: np.ndarray) -> Explanation:
-        """Choose actions for ``obs (N, C, H, W)`` (or one ``(C, H, W)``) and explain them."""
+    def explain(self, obs: np.ndarray, actions: np.ndarray | None = None) -> Explanation:
+        """Choose actions for ``obs (N, C, H, W)`` (or one ``(C, H, W)``) and explain them.
+
+        Args:
+            obs: policy inputs, as the env gives them.
+            actions: ``(N,)`` explain these actions instead of choosing (e.g. another agent's
+                choices, or a fixed action across randomised models); they are returned as given.
+        """
         if self._handle is None:
             raise RuntimeError("Explainer.explain needs the explainer open: use `with Explainer(...) as ex:`.")
         obs = np.asarray(obs)
@@ -201,7 +207,10 @@ class Explainer:
                         f"choose a layer the action depends on once: {', '.join(conv_layers(self.agent))}."
                     )
                 acts = self._acts[0]
-                actions = self._choose(forward.action_scores.detach())
+                if actions is None:
+                    actions = self._choose(forward.action_scores.detach())
+                else:
+                    actions = torch.as_tensor(np.asarray(actions, dtype=np.int64).reshape(-1), device=obs_t.device)
                 score = explained_score(self.target, forward, actions)
                 if not score.requires_grad:
                     raise RlcamError(f"target {self.target!r} does not depend on layer {self.layer_name!r}.")

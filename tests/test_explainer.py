@@ -249,3 +249,14 @@ def test_hires_cam_by_hand():
 def test_layer_cam_by_hand():
     # ReLU(G0)*A0 + ReLU(G1)*A1 = [[3, 0], [0, 0]] + [[0, 3], [0, 0]]
     assert torch.equal(layer_cam(ACTS, GRADS), torch.tensor([[[3.0, 3.0], [0.0, 0.0]]]))
+
+
+def test_given_actions_are_explained(agent_zips, breakout_obs):
+    agent = load_agent(agent_zips["dqn"])
+    with Explainer(agent) as explainer:
+        chosen = explainer.explain(breakout_obs)
+        other = (chosen.actions + 1) % 4
+        forced = explainer.explain(breakout_obs, actions=other)
+    np.testing.assert_array_equal(forced.actions, other)
+    np.testing.assert_allclose(forced.score, chosen.action_values[np.arange(len(other)), other], rtol=1e-6)
+    assert not np.allclose(forced.cam, chosen.cam)
