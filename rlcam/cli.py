@@ -1,7 +1,7 @@
 """Command line: argument parsing only; the work is done by the functions it calls.
 
-Exit codes: 0 done, 2 bad input (one sentence on stderr), 1 an unexpected error (a bug),
-130 interrupted (the outputs hold the steps done so far).
+Exit codes: 0 done, 2 bad input (one sentence on stderr), 1 an unexpected error (a bug) or,
+for ``rlcam check``, a regression; 130 interrupted (the outputs hold the steps done so far).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 from rlcam.errors import RlcamError
 
 EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_REGRESSION = 1  # rlcam check: the agent regressed
 
 DEFAULT_AGENT_DIR = Path(__file__).resolve().parent.parent / "agents"
 
@@ -100,8 +101,54 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--alpha", type=float, default=0.6, help="map opacity at full attention (default 0.6)")
     rec.add_argument("--algo", choices=["ppo", "a2c", "dqn", "qrdqn"], help="force the algorithm (normally detected)")
     rec.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    rec.add_argument(
+        "--trust",
+        action="store_true",
+        help="allow SB3's full load of the agent, which unpickles it (runs code in it): only for files you trust",
+    )
     rec.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: fastest at batch 1)")
     rec.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    chk = sub.add_parser(
+        "check",
+        help="compare a new agent with a baseline trace; exit 1 on regression",
+        description=(
+            "Replay a baseline trace (written by 'rlcam record') with a new agent and compare actions, maps and "
+            "attention on game objects. Exit 0 within thresholds, 1 on regression, 2 on bad input."
+        ),
+        epilog="example: rlcam check --agent new.zip --baseline base.npz --min-attention ball=0.2 --junit check.xml",
+    )
+    chk.add_argument("--agent", type=Path, required=True, help="the SB3 agent zip to check")
+    chk.add_argument("--baseline", type=Path, required=True, help="a trace written by rlcam record")
+    chk.add_argument(
+        "--mode",
+        choices=["replay", "own"],
+        default="replay",
+        help="replay: step with the baseline's actions, compare per step (default); "
+        "own: the new agent acts itself, compare return and attention",
+    )
+    chk.add_argument("--spec", type=Path, help="thresholds from a JSON or TOML file (flags override it)")
+    chk.add_argument("--min-action-agreement", type=float)
+    chk.add_argument("--min-map-correlation", type=float, help="median Spearman correlation of the maps")
+    chk.add_argument("--min-top-iou", type=float, help="mean IoU of the maps' top pixels")
+    chk.add_argument("--top-fraction", type=float, help="share of pixels counted as a map's top (default 0.1)")
+    chk.add_argument(
+        "--min-attention",
+        action="append",
+        default=[],
+        metavar="OBJECT=SHARE",
+        help="least mean share of map mass near an object, e.g. ball=0.2 (repeatable)",
+    )
+    chk.add_argument("--max-attention-drop", type=float, help="allowed relative drop from the baseline's share")
+    chk.add_argument("--radius", type=float, help="px around an object counted as near it (default 10)")
+    chk.add_argument("--max-return-drop", type=float, help="own mode: allowed relative drop of the return")
+    chk.add_argument(
+        "--trust",
+        action="store_true",
+        help="allow SB3's full load of the agent, which unpickles it (runs code in it): only for files you trust",
+    )
+    chk.add_argument("--json", type=Path, help="write the full report as JSON")
+    chk.add_argument("--junit", type=Path, help="write a JUnit XML report for CI")
 
     info = sub.add_parser(
         "info",
@@ -110,6 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     info.add_argument("--agent", type=Path, required=True, help="SB3 agent zip")
     info.add_argument("--algo", choices=["ppo", "a2c", "dqn", "qrdqn"], help="force the algorithm")
+    info.add_argument(
+        "--trust",
+        action="store_true",
+        help="allow SB3's full load of the agent, which unpickles it (runs code in it): only for files you trust",
+    )
     return parser
 
 
@@ -160,6 +212,7 @@ def cmd_record(args) -> int:
         alpha=args.alpha,
         overwrite=args.overwrite,
         algo=args.algo,
+        trust=args.trust,
     )
     show = None if args.quiet or not sys.stderr.isatty() else _progress(sys.stderr)
     result = record(cfg, on_step=show)
@@ -173,12 +226,63 @@ def cmd_record(args) -> int:
     return EXIT_INTERRUPTED if result.interrupted else EXIT_OK
 
 
+def _thresholds(args):
+    from rlcam.check import Thresholds, load_spec
+
+    thresholds = load_spec(args.spec) if args.spec else Thresholds()
+    for name in (
+        "min_action_agreement",
+        "min_map_correlation",
+        "min_top_iou",
+        "top_fraction",
+        "max_attention_drop",
+        "radius",
+        "max_return_drop",
+    ):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(thresholds, name, value)
+    for item in args.min_attention:
+        name, sep, share = item.partition("=")
+        try:
+            thresholds.min_attention[name] = float(share)
+        except ValueError:
+            sep = ""
+        if not sep or not name:
+            raise RlcamError(f"--min-attention takes OBJECT=SHARE (e.g. ball=0.2), not {item!r}.")
+    return thresholds
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def cmd_check(args) -> int:
+    import torch
+
+    from rlcam.check import check
+
+    torch.set_num_threads(1)
+    for path in (args.json, args.junit):
+        if path is not None and not path.parent.exists():
+            raise RlcamError(f"output directory {path.parent} does not exist; create it first.")
+    report = check(args.agent, args.baseline, _thresholds(args), mode=args.mode, trust=args.trust)
+    print(report.text())
+    if args.json:
+        _write_atomic(args.json, report.to_json())
+    if args.junit:
+        _write_atomic(args.junit, report.to_junit())
+    return EXIT_OK if report.passed else EXIT_REGRESSION
+
+
 def cmd_info(args) -> int:
     from rlcam.agents import load_agent
     from rlcam.explainer import conv_layers, default_layer
     from rlcam.targets import DEFAULT_TARGET, TARGETS
 
-    agent = load_agent(args.agent, algo=args.algo)
+    agent = load_agent(args.agent, algo=args.algo, trust=args.trust)
     model = agent.model
     print(f"agent        {agent.path}  (sha256 {agent.sha256[:16]}...)")
     print(f"algorithm    {agent.algo.upper()}  policy {type(model.policy).__name__}")
@@ -202,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             if not os.environ.get("RLCAM_WARNINGS"):
                 warnings.simplefilter("ignore")
-            return {"record": cmd_record, "info": cmd_info}[args.command](args)
+            return {"record": cmd_record, "check": cmd_check, "info": cmd_info}[args.command](args)
     except RlcamError as exc:
         print(f"rlcam: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -24,6 +24,7 @@ from rlcam.envs import action_names, check_compatible, frames, make_env
 from rlcam.errors import RlcamError
 from rlcam.explainer import Explainer
 from rlcam.norm import Normalizer, normalised
+from rlcam.objects import object_names, positions
 from rlcam.render import PanelInfo, compose
 from rlcam.video import FrameWriter, TraceWriter
 
@@ -69,6 +70,8 @@ class RecordConfig:
     overwrite: bool = False
     algo: str | None = None
     """Force the algorithm instead of detecting it from the zip."""
+    trust: bool = False
+    """Allow SB3's full load, which unpickles the zip (runs code in it); only for files you trust."""
 
     def __post_init__(self):
         self.agent = Path(self.agent)
@@ -150,7 +153,7 @@ def record(cfg: RecordConfig, on_step: Callable[[int, int | None], None] | None 
     """
     validate(cfg)
     started = time.perf_counter()
-    agent = load_agent(cfg.agent, algo=cfg.algo)
+    agent = load_agent(cfg.agent, algo=cfg.algo, trust=cfg.trust)
     venv, env_info = make_env(cfg.env, n_envs=cfg.n_envs, seed=cfg.seed)
     try:
         check_compatible(venv, agent.model.observation_space, agent.model.action_space, env_info.env_id)
@@ -189,6 +192,7 @@ def record(cfg: RecordConfig, on_step: Callable[[int, int | None], None] | None 
             fps=cfg.fps,
             scale=cfg.scale,
             save_obs=cfg.save_obs,
+            objects=object_names(env_info.env_id),
         )
         with (
             explainer,
@@ -197,7 +201,7 @@ def record(cfg: RecordConfig, on_step: Callable[[int, int | None], None] | None 
             TraceWriter(cfg.trace, meta) as trace,
         ):
             steps, games, interrupted, env_failure = _loop(
-                cfg, venv, explainer, names, video, trace, total, stop, on_step
+                cfg, venv, env_info.env_id, explainer, names, video, trace, total, stop, on_step
             )
             run_meta = dict(steps=steps, episodes_ended=games, interrupted=interrupted, env_failure=env_failure)
             trace.close(extra_meta=run_meta)
@@ -273,7 +277,7 @@ class StepWriter:
         # Two tiny matmuls in torch, so they obey the one torch thread setting.
         return normalised((ys @ torch.from_numpy(cam) @ xs.T).numpy(), scale)
 
-    def write(self, obs, raw_frames, explained, rewards, dones, infos) -> np.ndarray:
+    def write(self, obs, raw_frames, explained, rewards, dones, infos, objects=None) -> np.ndarray:
         """Write the step where ``explained`` was computed for ``obs`` and the env answered with the rest.
 
         Args:
@@ -281,6 +285,8 @@ class StepWriter:
             raw_frames: N RGB frames ``(h, w, 3)`` shown when acting (only the video env's is used).
             explained: the explainer's output for ``obs``.
             rewards, dones, infos: what ``VecEnv.step`` returned for the explained actions.
+            objects: ``{name: (N, 2)}`` object centres (y, x) in frame pixels when acting, NaN where
+                not on screen (``rlcam.objects.positions``); stored as ``obj_<name>``.
 
         Returns:
             ``(N,)`` bool, the envs whose full game ended at this step.
@@ -322,6 +328,8 @@ class StepWriter:
                 done=np.asarray(dones, dtype=bool),
                 game_over=game_over,
             )
+            for name, centres in (objects or {}).items():
+                row[f"obj_{name}"] = centres
             if self.save_obs:
                 row["obs"] = obs
             if self.n_envs == 1:  # a single env has no env axis
@@ -336,7 +344,7 @@ class StepWriter:
         return game_over
 
 
-def _loop(cfg, venv, explainer, names, video, trace, total, stop, on_step) -> tuple[int, int, bool, str | None]:
+def _loop(cfg, venv, env_id, explainer, names, video, trace, total, stop, on_step) -> tuple[int, int, bool, str | None]:
     """Returns (steps, games ended, interrupted, the env's failure or None)."""
     writer = StepWriter(
         explainer,
@@ -357,12 +365,13 @@ def _loop(cfg, venv, explainer, names, video, trace, total, stop, on_step) -> tu
         and (cfg.episodes is None or writer.games < cfg.episodes)
     ):
         explained = explainer.explain(obs)
+        objects = positions(venv, env_id)  # read before stepping: where things were when the agent acted
         try:
             next_obs, rewards, dones, infos = venv.step(explained.actions)
         except Exception as exc:  # the env's own failure: keep what was recorded, then report it
             failure = f"the env raised {type(exc).__name__} ({exc}) at step {writer.steps}"
             return writer.steps, writer.games, stop.requested, failure
-        writer.write(obs, raw, explained, rewards, dones, infos)
+        writer.write(obs, raw, explained, rewards, dones, infos, objects)
         obs = next_obs
         raw = frames(venv)
         if on_step is not None:

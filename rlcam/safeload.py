@@ -58,6 +58,7 @@ _DISCRETE_TYPES = ("<class 'gymnasium.spaces.discrete.Discrete'>", "<class 'gym.
 _DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "float16", "float32", "float64")
 _FROMBUFFER = {("numpy._core.numeric", "_frombuffer"), ("numpy.core.numeric", "_frombuffer")}
 _MAX_DEPTH = 32
+_MAX_OBS_SIZE = 1 << 24  # elements; a pixel observation is ~1e5, and a forged shape must not exhaust memory
 
 
 class Refused(Exception):
@@ -233,7 +234,7 @@ def _pickled_array(node, shape: tuple, dtype: np.dtype) -> np.ndarray | None:
     buffer, dtype_node, array_shape, order = node.args
     if not (isinstance(buffer, (bytes, bytearray)) and isinstance(dtype_node, Call) and order == "C"):
         return None
-    if dtype_node.func != Global("numpy", "dtype") or not dtype_node.args or tuple(array_shape) != shape:
+    if dtype_node.func != Global("numpy", "dtype") or not dtype_node.args or array_shape != shape:
         return None
     byteorder = dtype_node.state[1] if isinstance(dtype_node.state, tuple) and len(dtype_node.state) > 1 else "|"
     code = dtype_node.args[0]
@@ -241,7 +242,7 @@ def _pickled_array(node, shape: tuple, dtype: np.dtype) -> np.ndarray | None:
         return None
     try:
         stored = np.dtype(code).newbyteorder(byteorder) if byteorder in "<>" else np.dtype(code)
-    except TypeError:
+    except (TypeError, ValueError):
         return None
     if stored.name != dtype.name or len(buffer) != stored.itemsize * math.prod(shape):
         return None
@@ -268,13 +269,15 @@ def _repr_bound(text, shape: tuple, dtype: np.dtype, field: str) -> np.ndarray:
 
 
 def observation_space(entry) -> spaces.Box:
-    """The Box observation space: dtype and shape from JSON, bounds exactly from the pickled arrays."""
+    """The Box observation space: dtype and shape from JSON; bounds from the pickled arrays' bytes, else the JSON."""
     if not isinstance(entry, dict) or entry.get(":type:") not in _BOX_TYPES:
         raise Refused(f"has a {_space_type(entry)} observation space, which rlcam rebuilds only by unpickling")
     dtype = _dtype(entry, "observation space")
     shape = entry.get("_shape")
-    if not (isinstance(shape, list) and shape and all(isinstance(n, int) and n > 0 for n in shape)):
+    if not (isinstance(shape, list) and shape and all(type(n) is int and n > 0 for n in shape)):
         raise Refused(f"has an observation space of unreadable shape {shape!r}")
+    if math.prod(shape) > _MAX_OBS_SIZE:
+        raise Refused(f"has an observation space of shape {tuple(shape)}, too large to rebuild")
     shape = tuple(shape)
     try:
         state = serialized(entry, "observation_space")
@@ -296,9 +299,9 @@ def action_space(entry) -> spaces.Discrete:
         n, start = int(str(entry["n"])), int(str(entry.get("start", 0)))
     except (KeyError, ValueError):
         raise Refused("has a Discrete action space without a readable n") from None
-    if n < 1:
-        raise Refused(f"has a Discrete action space with n={n}")
     dtype = _dtype(entry, "action space") if "dtype" in entry else np.dtype(np.int64)
+    if not (np.iinfo(dtype).min <= start and 1 <= n and start + n - 1 <= np.iinfo(dtype).max):
+        raise Refused(f"has a Discrete action space with n={n}, start={start}")
     return spaces.Discrete(n, start=start, dtype=dtype)
 
 
@@ -307,10 +310,14 @@ def policy_class(data: dict, algo: str) -> type:
     ref = serialized(data.get("policy_class"), "policy_class")
     if not isinstance(ref, Global):
         raise Refused(f"contains custom pickled objects ({getattr(ref, 'func', ref)} in policy_class)")
-    if not any((ref.module, ref.name) in allowed for allowed in POLICIES.values()):
+    owners = [name.upper() for name, allowed in POLICIES.items() if (ref.module, ref.name) in allowed]
+    if not owners:
         raise Refused(f"contains custom pickled classes ({ref} as policy_class)")
-    if (ref.module, ref.name) not in POLICIES[algo]:
-        raise Refused(f"has a policy ({ref}) that is not a standard {algo.upper()} policy")
+    if algo.upper() not in owners:
+        raise RlcamError(
+            f"the agent's policy ({ref}) is a {' or '.join(owners)} policy, not a {algo.upper()} one; "
+            "leave --algo out to detect the algorithm."
+        )
     return resolve(ref, POLICIES[algo], "policy_class")
 
 
@@ -333,6 +340,17 @@ def policy_kwargs(entry) -> dict:
 # -- building the model ---------------------------------------------------------------------------------
 
 
+def _kind(value) -> str | None:
+    if value is None or isinstance(value, (bool, str)):
+        return type(value).__name__
+    return "number" if isinstance(value, (int, float)) else None
+
+
+def _same_kind(default, value) -> bool:
+    """Whether a JSON value may replace a constructor default: a scalar of its kind, or anything for None."""
+    return _kind(value) is not None and _kind(default) in (_kind(value), "NoneType")
+
+
 def build_model(data: dict, algo: str, cls: type):
     """An SB3 ``cls`` instance with the saved spaces, policy and scalar fields; weights untrained.
 
@@ -344,11 +362,10 @@ def build_model(data: dict, algo: str, cls: type):
     act_space = action_space(data.get("action_space"))
     kwargs = policy_kwargs(data.get("policy_kwargs"))
     model = cls(policy=policy_cls, env=None, device="cpu", _init_setup_model=False)
-    scalar = (bool, int, float, str, type(None))
     for key, value in data.items():
         # Plain JSON fields (num_timesteps, exploration_rate, gamma, ...) overwrite the constructor's
         # scalar defaults, as SB3's load does; pickled fields and non-scalar attributes are left alone.
-        if isinstance(value, scalar) and isinstance(model.__dict__.get(key, ()), scalar):
+        if _same_kind(model.__dict__.get(key, ()), value):
             setattr(model, key, value)
     model.observation_space, model.action_space, model.policy_kwargs = obs_space, act_space, kwargs
     model._setup_lr_schedule()
@@ -407,13 +424,13 @@ def check_weights(policy: torch.nn.Module, state: dict, path: Path) -> dict:
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     if missing or unexpected:
-        found = ", ".join(
-            f"{len(keys)} {kind} (first {keys[0]!r})"
+        found = "; ".join(
+            f"{len(keys)} {kind}, e.g. {keys[0]!r}"
             for kind, keys in (("missing", missing), ("unexpected", unexpected))
             if keys
         )
         raise RlcamError(
-            f"policy.pth in {path} does not fit the {type(policy).__name__} its data describes ({found} tensors); "
+            f"policy.pth in {path} does not fit the {type(policy).__name__} its data describes (tensors: {found}); "
             "the zip mixes files of different agents."
         )
     for key, tensor in expected.items():
@@ -442,8 +459,9 @@ def load_model(path: Path, data: dict, algo: str, cls: type):
     try:
         model = build_model(data, algo, cls)
     except Refused as exc:
+        clause = " ".join(str(exc).split())[:300]  # names from the file: one line, bounded
         raise RlcamError(
-            f"agent file {path} {exc}; rlcam does not unpickle agent files by default. "
+            f"agent file {path} {clause}; rlcam does not unpickle agent files by default. "
             "If you trust this file, rerun with --trust."
         ) from None
     model.policy.load_state_dict(check_weights(model.policy, read_weights(path), path), strict=True)

@@ -92,6 +92,8 @@ def assert_same_agent(safe, trusted, obs):
     assert safe.model.observation_space == trusted.model.observation_space
     assert safe.model.action_space == trusted.model.action_space
     assert safe.model.policy_kwargs == trusted.model.policy_kwargs
+    saved = [agent.policy._get_constructor_parameters() for agent in (safe, trusted)]  # what a re-save records
+    assert {**saved[0], "lr_schedule": None} == {**saved[1], "lr_schedule": None}
     assert safe.model.num_timesteps == trusted.model.num_timesteps
     assert getattr(safe.model, "exploration_rate", None) == getattr(trusted.model, "exploration_rate", None)
     assert [m.training for m in safe.policy.modules()] == [m.training for m in trusted.policy.modules()]
@@ -172,9 +174,8 @@ def test_custom_extractor_needs_trust(breakout_env, breakout_obs, tmp_path):
 
 
 def test_other_algorithms_policy_is_refused(agent_zips):
-    with pytest.raises(RlcamError, match=r"ActorCriticCnnPolicy\) that is not a standard DQN policy") as exc:
+    with pytest.raises(RlcamError, match=r"ActorCriticCnnPolicy\) is a PPO or A2C policy, not a DQN one; leave --algo"):
         load_agent(agent_zips["ppo"], algo="dqn")
-    assert_names_trust(exc)
 
 
 # -- a planted pickle never runs -------------------------------------------------------------------------
@@ -248,6 +249,31 @@ def test_read_pickle_equals_pickle_on_plain_data(tmp_path):
     assert not (tmp_path / "m").exists()
 
 
+FORGED = {  # a field of a PPO zip's data, rewritten -> what the refusal says
+    "huge shape": (lambda d: d["observation_space"].update(_shape=[100000, 100000, 4]), "too large to rebuild"),
+    "dict space": (
+        lambda d: d["observation_space"].update({":type:": "<class 'gymnasium.spaces.dict.Dict'>"}),
+        "a Dict obs",
+    ),
+    "action n": (lambda d: d["action_space"].update(n="four"), "without a readable n"),
+    "not base64": (
+        lambda d: d["policy_class"].update({":serialized:": "!not base64!"}),
+        "unreadable pickled policy_class",
+    ),
+    "unknown kwarg": (lambda d: d.update(policy_kwargs={"no_such_kwarg": 1}), "policy_kwargs SB3 does not accept"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FORGED))
+def test_forged_fields_are_refused_in_one_sentence(case, agent_zips, tmp_path):
+    forge, message = FORGED[case]
+    data = agent_data(agent_zips["ppo"])
+    forge(data)
+    with pytest.raises(RlcamError, match=message) as exc:
+        load_agent(rewrite(agent_zips["ppo"], tmp_path / "forged.zip", data=data))
+    assert_names_trust(exc)
+
+
 # -- weights that do not fit -----------------------------------------------------------------------------
 
 
@@ -264,7 +290,10 @@ def test_weights_of_another_agent(agent_zips, tmp_path):
     path = rewrite(agent_zips["ppo"], tmp_path / "a.zip", policy_pth=dqn_weights)
     # SB3 itself loads this PPO non-strictly (its SB3 < 1.7 fallback), leaving untrained weights.
     for trust in (False, True):
-        with pytest.raises(RlcamError, match=r"does not fit the ActorCriticCnnPolicy .*\(\d+ missing .*unexpected"):
+        with pytest.raises(
+            RlcamError,
+            match=r"does not fit the ActorCriticCnnPolicy .*\(tensors: \d+ missing, e\.g\. .*; \d+ unexpected, e\.g\. ",
+        ):
             load_agent(path, trust=trust)
 
 
