@@ -150,6 +150,24 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--json", type=Path, help="write the full report as JSON")
     chk.add_argument("--junit", type=Path, help="write a JUnit XML report for CI")
 
+    san = sub.add_parser(
+        "sanity",
+        help="model-randomisation sanity check of the maps (Adebayo et al. 2018)",
+        description=(
+            "Re-initialise the agent's layers one by one from the output down (cascading) and report how far the "
+            "maps move from the intact agent's (Spearman rank correlation). Exit 0 if they decorrelate, 1 if not."
+        ),
+    )
+    san.add_argument("--agent", type=Path, required=True, help="SB3 agent zip")
+    san.add_argument("--env", default="Breakout", help="env the observations come from (default Breakout)")
+    san.add_argument("--steps", type=int, default=64, help="observations from this many agent steps (default 64)")
+    san.add_argument("--seed", type=int, default=0)
+    san.add_argument("--target", help="explained score (default per algorithm)")
+    san.add_argument("--layer", help="explained layer (default: last rectified conv)")
+    san.add_argument("--method", default="gradcam", choices=sorted(METHODS))
+    san.add_argument("--json", type=Path, help="write the curve as JSON")
+    san.add_argument("--trust", action="store_true", help="allow SB3's full (unpickling) load: trusted files only")
+
     info = sub.add_parser(
         "info",
         help="describe an agent zip: algorithm, spaces, candidate layers",
@@ -277,6 +295,29 @@ def cmd_check(args) -> int:
     return EXIT_OK if report.passed else EXIT_REGRESSION
 
 
+def cmd_sanity(args) -> int:
+    import dataclasses
+    import json
+
+    import torch
+
+    from rlcam.agents import load_agent
+    from rlcam.sanity import rollout_observations, sanity
+
+    torch.set_num_threads(1)
+    if args.steps < 1:
+        raise RlcamError(f"--steps must be a positive number of steps, not {args.steps}.")
+    if args.json is not None and not args.json.parent.exists():
+        raise RlcamError(f"output directory {args.json.parent} does not exist; create it first.")
+    agent = load_agent(args.agent, trust=args.trust)
+    obs = rollout_observations(agent, args.env, args.steps, args.seed)
+    result = sanity(agent, obs, target=args.target, layer=args.layer, method=args.method, seed=args.seed)
+    print(result.text())
+    if args.json:
+        _write_atomic(args.json, json.dumps({**dataclasses.asdict(result), "passed": result.passed}, indent=1))
+    return EXIT_OK if result.passed else EXIT_REGRESSION
+
+
 def cmd_info(args) -> int:
     from rlcam.agents import load_agent
     from rlcam.explainer import conv_layers, default_layer
@@ -306,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             if not os.environ.get("RLCAM_WARNINGS"):
                 warnings.simplefilter("ignore")
-            return {"record": cmd_record, "check": cmd_check, "info": cmd_info}[args.command](args)
+            commands = {"record": cmd_record, "check": cmd_check, "sanity": cmd_sanity, "info": cmd_info}
+            return commands[args.command](args)
     except RlcamError as exc:
         print(f"rlcam: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
