@@ -9,18 +9,31 @@ with Explainer(agent) as explainer:
 __version__ = "0.1.0"  # before the imports: rlcam.record reads it
 
 from rlcam.agents import Agent, load_agent
+from rlcam.api import ExplainedPolicy, as_agent
+from rlcam.callback import AttentionCallback
 from rlcam.errors import RlcamError
 from rlcam.explainer import Explainer, Explanation
+from rlcam.notebook import Clip, Frame, annotate_frame, record_clip
 from rlcam.record import RecordConfig, RecordResult, record
+from rlcam.wrappers import RecordAttention, VecAttentionRecorder
 
 __all__ = [
     "Agent",
+    "AttentionCallback",
+    "Clip",
+    "ExplainedPolicy",
     "Explainer",
     "Explanation",
+    "Frame",
+    "RecordAttention",
     "RecordConfig",
     "RecordResult",
     "RlcamError",
+    "VecAttentionRecorder",
+    "annotate_frame",
+    "as_agent",
     "load_agent",
     "record",
+    "record_clip",
     "__version__",
 ]
