@@ -260,3 +260,41 @@ def test_given_actions_are_explained(agent_zips, breakout_obs):
     np.testing.assert_array_equal(forced.actions, other)
     np.testing.assert_allclose(forced.score, chosen.action_values[np.arange(len(other)), other], rtol=1e-6)
     assert not np.allclose(forced.cam, chosen.cam)
+
+
+# -- the hand-written head gradient equals autograd's -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "algo,target", [(algo, target) for algo in ("ppo", "a2c", "dqn", "qrdqn") for target in TARGETS[algo]]
+)
+def test_hand_written_head_equals_autograd(agent_zips, breakout_obs, algo, target):
+    agent = load_agent(agent_zips[algo])
+    with (
+        Explainer(agent, target=target, method="hirescam") as fast,
+        Explainer(agent, target=target, method="hirescam", fast=False) as slow,
+    ):
+        assert fast._head is not None and slow._head is None
+        got, expected = fast.explain(breakout_obs), slow.explain(breakout_obs)
+    np.testing.assert_array_equal(got.actions, expected.actions)
+    np.testing.assert_allclose(got.cam, expected.cam, rtol=1e-4, atol=1e-6 * expected.cam.max())
+    np.testing.assert_allclose(got.score, expected.score, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(got.action_values, expected.action_values, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(got.value, expected.value, rtol=1e-5, atol=1e-7)
+
+
+def test_other_layers_and_heads_use_autograd(agent_zips, breakout_env, tmp_path):
+    from tests.conftest import build_model
+
+    agent = load_agent(agent_zips["ppo"])
+    with Explainer(agent, layer="features_extractor.cnn.3") as explainer:
+        assert explainer._head is None
+    path = tmp_path / "wide.zip"
+    build_model("ppo", breakout_env, policy_kwargs=dict(net_arch=[32])).save(path)
+    with Explainer(load_agent(path)) as explainer:
+        assert explainer._head is None  # an MLP between features and logits: not the standard head
+
+
+def test_out_of_range_actions_are_refused(agent_zips, breakout_obs):
+    with Explainer(load_agent(agent_zips["ppo"])) as explainer, pytest.raises(RlcamError, match="integers in"):
+        explainer.explain(breakout_obs[:2], actions=[0, 7])
