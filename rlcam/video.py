@@ -147,9 +147,10 @@ class FrameWriter(_Atomic):
     def _start_ffmpeg(self, size_hw: tuple[int, int]):
         import imageio_ffmpeg  # deferred: only MP4 output needs the ffmpeg binary
 
-        # "veryfast" costs about 2/3 of x264's default CPU time per frame, for ~1.5x the bytes:
-        # encoding runs beside the agent every step, and these videos are small either way.
-        output_params = ["-preset", "veryfast"]
+        # "ultrafast": encoding runs beside the agent every step and was the largest cost of a
+        # recorded step (scripts/benchmark.py, P2); it halves x264's CPU per frame against
+        # "veryfast", at the same quality setting, for files ~2.8x larger (a few MB per 1000 steps).
+        output_params = ["-preset", "ultrafast"]
         if self.path.suffix.lower() != ".mkv":
             # Index at the front, so a browser starts playing before the whole file has arrived.
             output_params += ["-movflags", "+faststart"]
