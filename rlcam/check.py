@@ -204,7 +204,9 @@ def _with_env_axis(trace: Trace, key: str, n_envs: int) -> np.ndarray:
 
 def _explainer_for(agent: Agent, meta: dict) -> Explainer:
     """The baseline's target, layer and method where they apply to the new agent, else its defaults."""
-    target = meta.get("target") if meta.get("target") in TARGETS[agent.algo] else None
+    target = meta.get("target")
+    if target not in TARGETS[agent.algo] and not str(target).startswith("contrast:"):
+        target = None
     layer = meta.get("layer") if meta.get("layer") in conv_layers(agent) else None
     return Explainer(
         agent,

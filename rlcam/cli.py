@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--save-obs", action="store_true", help="store the exact policy inputs in the trace")
     rec.add_argument(
         "--target",
-        help="explained score: logit|logprob|value (PPO/A2C, default logit), q|advantage (DQN, default q)",
+        help="explained score: logit|logprob|value (PPO/A2C, default logit), q|advantage (DQN, default q), "
+        "or contrast:ACTION (the chosen action's score minus ACTION's, by index or name, e.g. contrast:LEFT)",
     )
     rec.add_argument("--layer", help="module path inside model.policy (see 'rlcam info'); default: last rectified conv")
     rec.add_argument("--method", default="gradcam", choices=sorted(METHODS), help="map method (default gradcam)")

@@ -8,22 +8,41 @@ taken from that same forward, and ``torch.autograd.grad`` writes gradients to th
 activations alone: parameters' ``.grad`` are never touched.
 
     obs (N, C, H, W) uint8 -> acts (N, K, h, w) -> cam (N, h, w) -> cam_input (N, H, W)
+
+Methods that need more than that forward (``rlcam.cam.Method.needs``) get extra passes here,
+each with the capture hook made passive: Score-CAM's masked inputs and the perturbation
+probes are plain ``no_grad`` forwards in large batches; Guided Grad-CAM runs one forward and
+backward from the input with guided-ReLU hooks that are removed before ``explain`` returns;
+the ``fine`` mode hooks every conv block up to the layer and takes one backward from the input.
+Their maps live on the input grid (the perturbation map on its probe grid), and
+``Explainer.placement`` always takes ``Explanation.cam`` to the input.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+import functools
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
 from rlcam.agents import Agent
-from rlcam.cam import METHODS
+from rlcam.cam import METHODS, as_method, grad_cam, layer_cam, score_cam_masks
 from rlcam.errors import RlcamError
 from rlcam.fasthead import build_head, head_forward, head_gradient
 from rlcam.geometry import Placement, make_placement, receptive_field_grid
-from rlcam.targets import Forward, check_target, display_values, explained_score, policy_forward
+from rlcam.guided import guided_relus
+from rlcam.perturb import CHUNK, perturbation_shift, probe_placement
+from rlcam.targets import (
+    Forward,
+    check_target,
+    contrast_action,
+    display_values,
+    explained_score,
+    policy_forward,
+)
 
 # Element-wise activations that end a conv block: the default layer is the last of these after the last conv.
 _ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.ReLU6, nn.PReLU, nn.CELU, nn.SELU)
@@ -63,6 +82,18 @@ def default_layer(agent: Agent) -> str:
     return candidates[-1]
 
 
+def rectified_layers(agent: Agent, up_to: str) -> list[str]:
+    """The ``fine`` mode's layers: every rectified conv output before ``up_to``, then ``up_to``, in forward order."""
+    candidates = conv_layers(agent)
+    if up_to not in candidates:
+        raise RlcamError(
+            f"the fine mode fuses conv blocks; layer {up_to!r} is not one of {', '.join(candidates) or 'none'}."
+        )
+    before = candidates[: candidates.index(up_to)]
+    rectified = [name for name in before if isinstance(agent.policy.get_submodule(name), _ACTIVATIONS)]
+    return rectified + [up_to]
+
+
 def resolve_layer(agent: Agent, name: str) -> nn.Module:
     try:
         return agent.policy.get_submodule(name)
@@ -85,16 +116,23 @@ def layer_grid(agent: Agent, name: str):
     return None
 
 
+def _no_shares() -> np.ndarray:
+    return np.zeros((0, 0), dtype=np.float32)
+
+
 @dataclass
 class Explanation:
     """Actions and maps for one batch of observations (N envs)."""
 
     actions: np.ndarray  # (N,) int64, the actions taken
-    cam: np.ndarray  # (N, h, w) float32, raw map: rectified, not normalised, at layer resolution
+    cam: np.ndarray  # (N, h, w) float32, raw map: rectified, not normalised, at the method's resolution
     cam_input: np.ndarray  # (N, H, W) float32, the map on the policy-input grid
     score: np.ndarray  # (N,) float32, the explained quantity
     action_values: np.ndarray  # (N, A) float32, probabilities (PPO/A2C) or Q-values (DQN family)
     value: np.ndarray  # (N,) float32, critic value (PPO/A2C) or max Q (DQN family)
+    # (N, C) float32: each input channel's (stacked frame's) share of the map, for methods that
+    # attribute to the input (``guided``); (N, 0) for the others.
+    frame_shares: np.ndarray = field(default_factory=_no_shares)
 
 
 class Explainer:
@@ -102,8 +140,10 @@ class Explainer:
 
     Args:
         agent: from ``rlcam.agents.load_agent``.
-        target: explained score; defaults per algorithm (``rlcam.targets.DEFAULT_TARGET``).
+        target: explained score; defaults per algorithm (``rlcam.targets.DEFAULT_TARGET``);
+            ``contrast:B`` explains the chosen action against action B.
         layer: module path inside ``model.policy``; defaults to the last rectified conv output.
+            The ``fine`` method fuses the input and every rectified conv output up to this one.
         method: a key of ``rlcam.cam.METHODS``.
         placement: ``bilinear`` or ``rf`` (see ``rlcam.geometry``).
         deterministic: take the argmax action; else sample (softmax for PPO/A2C,
@@ -111,6 +151,7 @@ class Explainer:
         seed: seeds the explainer's own generator used for sampling.
         fast: for the standard NatureCNN heads, write the head's gradient out by hand instead
             of running autograd (``rlcam.fasthead``; same maps, about the cost of the forward).
+        action_names: the env's action meanings, so ``contrast:NAME`` targets can be resolved.
     """
 
     def __init__(
@@ -123,26 +164,36 @@ class Explainer:
         deterministic: bool = True,
         seed: int = 0,
         fast: bool = True,
+        action_names: list[str] | None = None,
     ):
         if method not in METHODS:
             raise RlcamError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}.")
         self.agent = agent
         self.policy = agent.policy
         self.algo = agent.algo
-        self.target = check_target(agent.algo, target)
+        self.target = check_target(agent.algo, target, self.policy.action_space.n, action_names)
         self.layer_name = layer or default_layer(agent)
         self.layer = resolve_layer(agent, self.layer_name)
         self.method = method
+        self._method = as_method(METHODS[method])
+        self.layers = rectified_layers(agent, self.layer_name) if self._method.needs == "layers" else [self.layer_name]
+        self._modules = [resolve_layer(agent, name) for name in self.layers]
         self.placement_name = placement
         self.deterministic = deterministic
         self.epsilon = float(getattr(agent.model, "exploration_rate", 0.0)) if agent.algo in ("dqn", "qrdqn") else 0.0
         self.generator = torch.Generator().manual_seed(seed)
+        fast = fast and self._method.needs != "layers"
         self._head = build_head(self.policy, self.algo, self.layer_name) if fast else None
-        self.placement: Placement | None = None
-        self._handle = None
+        self.placement: Placement | None = None  # Explanation.cam -> input grid
+        self._to_input: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # layer -> (Ry, Rx) for torch maps
+        self._handles: list = []
+        self._open = False
+        self._passive = False  # extra passes run with the capture hooks doing nothing
+        self._from_input = self._method.needs == "layers"  # the graph starts at the input, not at a layer
         self._modes: dict[nn.Module, bool] = {}
-        self._acts: list[torch.Tensor] = []
-        make_placement(placement, (1, 1), (1, 1), grid=layer_grid(agent, self.layer_name))  # validate early
+        self._acts: list[list[torch.Tensor]] = [[] for _ in self.layers]
+        for name in self.layers:  # validate early
+            make_placement(placement, (1, 1), (1, 1), grid=layer_grid(agent, name))
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -154,34 +205,51 @@ class Explainer:
         self.close()
 
     def open(self) -> None:
-        """Register the hook and put the policy in eval mode (restored by ``close``)."""
-        if self._handle is not None:
+        """Register the hooks and put the policy in eval mode (restored by ``close``)."""
+        if self._open:
             return
         self._modes = {m: m.training for m in self.policy.modules()}
         self.policy.train(False)
-        self._handle = self.layer.register_forward_hook(self._capture)
+        self._open = True
+        for i, module in enumerate(self._modules):
+            self._handles.append(module.register_forward_hook(functools.partial(self._capture, i)))
 
     def close(self) -> None:
-        """Remove the hook and restore every module's train/eval mode."""
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
+        """Remove the hooks and restore every module's train/eval mode."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self._open = False
         for module, training in self._modes.items():
             module.training = training
         self._modes = {}
 
-    def _capture(self, module, inputs, output):
+    def _capture(self, index, module, inputs, output):
+        if self._passive:
+            return None
         if not isinstance(output, torch.Tensor) or output.dim() != 4:
             shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
             raise RlcamError(
-                f"layer {self.layer_name!r} outputs {shape}, not a feature map (N, K, h, w); "
+                f"layer {self.layers[index]!r} outputs {shape}, not a feature map (N, K, h, w); "
                 f"choose a conv layer: {', '.join(conv_layers(self.agent))}."
             )
+        if index > 0 or self._from_input:  # already inside a graph rooted earlier
+            self._acts[index].append(output)
+            return None
         # From here on the forward builds a graph, rooted at these activations only.
         torch.set_grad_enabled(True)
         acts = output.detach().requires_grad_(True)
-        self._acts.append(acts)
+        self._acts[0].append(acts)
         return acts
+
+    @contextlib.contextmanager
+    def _extra_pass(self):
+        """A forward that is not the explained one: hooks passive, no graph unless asked for."""
+        self._passive = True
+        try:
+            yield
+        finally:
+            self._passive = False
 
     # -- the work ---------------------------------------------------------------------------------
 
@@ -193,7 +261,7 @@ class Explainer:
             actions: ``(N,)`` explain these actions instead of choosing (e.g. another agent's
                 choices, or a fixed action across randomised models); they are returned as given.
         """
-        if self._handle is None:
+        if not self._open:
             raise RuntimeError("Explainer.explain needs the explainer open: use `with Explainer(...) as ex:`.")
         obs = np.asarray(obs)
         expected = tuple(self.policy.observation_space.shape)
@@ -212,17 +280,28 @@ class Explainer:
             ):
                 raise RlcamError(f"actions to explain must be {len(obs)} integers in [0, {n_actions}).")
             actions = actions.long()
+        needs = self._method.needs
+        want_grads = needs in ("grads", "guided", "layers")
         pass_ = self._hand_written_pass if self._head is not None else self._autograd_pass
-        acts, grads, forward, actions, score = pass_(obs_t, actions)
-        cam = METHODS[self.method](acts, grads)
-        cam = cam.cpu().numpy().astype(np.float32)
+        acts, grads, forward, actions, score = pass_(obs_t, actions, want_grads)
+        shares = None
+        if needs == "grads":
+            cam = self._method.fn(acts[0], grads[0])
+        elif needs == "acts":
+            cam = self._method.fn(acts[0])
+        elif needs == "masked_scores":
+            cam = self._method.fn(acts[0], self._masked_scores(obs_t, acts[0], actions))
+        elif needs == "guided":
+            cam_input = self._on_input(0, grad_cam(acts[0], grads[0]), obs.shape[2:])
+            cam, shares = self._method.fn(self._guided_input_grads(obs_t, actions), cam_input)
+        elif needs == "perturbation":
+            cam = self._method.fn(perturbation_shift(obs_t.float(), functools.partial(self._outputs, actions=actions)))
+        else:  # "layers": LayerCAM of the input itself, then of each hooked layer placed on the input
+            maps = [layer_cam(a, g) for a, g in zip(acts, grads, strict=True)]
+            cam = self._method.fn([maps[0]] + [self._on_input(i, m, obs.shape[2:]) for i, m in enumerate(maps[1:])])
+        cam = cam.detach().cpu().numpy().astype(np.float32)
         if self.placement is None:
-            self.placement = make_placement(
-                self.placement_name,
-                cam.shape[1:],
-                obs.shape[2:],
-                grid=layer_grid(self.agent, self.layer_name),
-            )
+            self.placement = self._placement(cam.shape[1:], obs.shape[2:])
         return Explanation(
             actions=actions.cpu().numpy().astype(np.int64),
             cam=cam,
@@ -230,9 +309,40 @@ class Explainer:
             score=score.detach().cpu().numpy().astype(np.float32),
             action_values=display_values(self.algo, forward).detach().cpu().numpy().astype(np.float32),
             value=forward.value.detach().cpu().numpy().astype(np.float32),
+            frame_shares=np.zeros((len(obs), 0), np.float32)
+            if shares is None
+            else shares.cpu().numpy().astype(np.float32),
         )
 
-    def _hand_written_pass(self, obs_t: torch.Tensor, actions: torch.Tensor | None):
+    # -- where maps land ---------------------------------------------------------------------------
+
+    def _layer_placement(self, name: str, layer_hw, input_hw) -> Placement:
+        return make_placement(self.placement_name, layer_hw, input_hw, grid=layer_grid(self.agent, name))
+
+    def _placement(self, cam_hw, input_hw) -> Placement:
+        """The placement taking ``Explanation.cam`` to the input grid, by where the method's map lives."""
+        needs = self._method.needs
+        if needs == "perturbation":
+            return probe_placement(*input_hw, name=self.placement_name)
+        if needs in ("guided", "layers"):  # already on the input grid
+            return Placement(self.placement_name, np.eye(input_hw[0]), np.eye(input_hw[1]))
+        return self._layer_placement(self.layer_name, cam_hw, input_hw)
+
+    def _on_input(self, index: int, maps: torch.Tensor, input_hw) -> torch.Tensor:
+        """Layer maps ``(..., h, w)`` of layer ``index`` on the input grid ``(..., H, W)``, in torch."""
+        name = self.layers[index]
+        if name not in self._to_input:
+            placement = self._layer_placement(name, maps.shape[-2:], input_hw)
+            self._to_input[name] = (
+                torch.as_tensor(placement.to_input_y, dtype=maps.dtype, device=maps.device),
+                torch.as_tensor(placement.to_input_x, dtype=maps.dtype, device=maps.device),
+            )
+        ry, rx = self._to_input[name]
+        return ry @ maps @ rx.T
+
+    # -- passes -----------------------------------------------------------------------------------
+
+    def _hand_written_pass(self, obs_t: torch.Tensor, actions: torch.Tensor | None, want_grads: bool = True):
         """Forward and dy/dA with the head's gradient written out (``rlcam.fasthead``): no autograd."""
         from stable_baselines3.common.preprocessing import preprocess_obs
 
@@ -242,32 +352,92 @@ class Explainer:
             if actions is None:
                 actions = self._choose(forward.action_scores)
             score = explained_score(self.target, forward, actions)
-            grads = head_gradient(self._head, z, forward, self.target, actions).view_as(acts)
-        return acts, grads, forward, actions, score
+            grads = [self._head_gradient(z, forward, actions).view_as(acts)] if want_grads else None
+        return [acts], grads, forward, actions, score
 
-    def _autograd_pass(self, obs_t: torch.Tensor, actions: torch.Tensor | None):
-        """Forward through the policy's modules; autograd from the hooked layer on."""
-        self._acts = []
+    def _head_gradient(self, z: torch.Tensor, forward: Forward, actions: torch.Tensor) -> torch.Tensor:
+        other = contrast_action(self.target)
+        if other is None:
+            return head_gradient(self._head, z, forward, self.target, actions)
+        # The head's gradient is linear in the output coefficients: d(s_a - s_b) = ds_a - ds_b.
+        base = "logit" if self.algo in ("ppo", "a2c") else "q"
+        return head_gradient(self._head, z, forward, base, actions) - head_gradient(
+            self._head, z, forward, base, torch.full_like(actions, other)
+        )
+
+    def _autograd_pass(self, obs_t: torch.Tensor, actions: torch.Tensor | None, want_grads: bool = True):
+        """Forward through the policy's modules; autograd from the hooked layer on.
+
+        In the ``fine`` mode the graph starts at the input instead (float, in observation units),
+        which comes first in the returned activations and gradients.
+        """
+        self._acts = [[] for _ in self.layers]
+        x = obs_t.float().requires_grad_(True) if self._from_input else obs_t
         try:
-            with torch.no_grad():  # the hook enables grad from the layer on; leaving restores the mode
-                forward = policy_forward(self.policy, self.algo, obs_t)
-                if len(self._acts) != 1:
-                    raise RlcamError(
-                        f"layer {self.layer_name!r} ran {len(self._acts)} times in one forward; "
-                        f"choose a layer the action depends on once: {', '.join(conv_layers(self.agent))}."
-                    )
-                acts = self._acts[0]
+            # Without a graph up to the layer, whose hook enables grad; leaving restores the mode.
+            with torch.set_grad_enabled(self._from_input):
+                forward = policy_forward(self.policy, self.algo, x)
+                for name, seen in zip(self.layers, self._acts, strict=True):
+                    if len(seen) != 1:
+                        raise RlcamError(
+                            f"layer {name!r} ran {len(seen)} times in one forward; "
+                            f"choose a layer the action depends on once: {', '.join(conv_layers(self.agent))}."
+                        )
+                acts = ([x] if self._from_input else []) + [seen[0] for seen in self._acts]
                 if actions is None:
                     actions = self._choose(forward.action_scores.detach())
                 score = explained_score(self.target, forward, actions)
-                if not score.requires_grad:
-                    raise RlcamError(f"target {self.target!r} does not depend on layer {self.layer_name!r}.")
-                # Samples are independent (eval mode), so one backward of the sum gives each its own gradient.
-                (grads,) = torch.autograd.grad(score.sum(), acts)
+                grads = None
+                if want_grads:
+                    if not score.requires_grad:
+                        raise RlcamError(f"target {self.target!r} does not depend on layer {self.layer_name!r}.")
+                    # Samples are independent (eval mode), so one backward of the sum gives each its own gradient.
+                    grads = list(torch.autograd.grad(score.sum(), acts))
         finally:
-            self._acts = []
+            self._acts = [[] for _ in self.layers]
         forward = Forward(forward.action_scores.detach(), forward.value.detach())
-        return acts.detach(), grads, forward, actions, score.detach()
+        return [a.detach() for a in acts], grads, forward, actions, score.detach()
+
+    def _plain_forward(self, inputs: torch.Tensor) -> Forward:
+        """The policy on float inputs in observation units, without a graph or the capture hooks."""
+        with torch.no_grad(), self._extra_pass():
+            return policy_forward(self.policy, self.algo, inputs)
+
+    def _masked_scores(self, obs_t: torch.Tensor, acts: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Score-CAM: the explained score of the input times each channel's mask, ``(N, K)``."""
+        masks = score_cam_masks(self._on_input(0, acts, obs_t.shape[2:]))  # (N, K, H, W)
+        x = obs_t.float()
+        n, k = masks.shape[:2]
+        scores = torch.empty(n * k)
+        for start in range(0, n * k, CHUNK):
+            flat = torch.arange(start, min(start + CHUNK, n * k))
+            rows, channels = flat // k, flat % k
+            inputs = x[rows] * masks[rows, channels][:, None]
+            scores[flat] = explained_score(self.target, self._plain_forward(inputs), actions[rows]).float()
+        return scores.view(n, k)
+
+    def _outputs(self, inputs: torch.Tensor, rows: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """What perturbation saliency watches move: all action scores (as Greydanus et al. watch the
+        logits), the value for the critic target, the contrast itself for ``contrast:B``; ``(B, D)``."""
+        forward = self._plain_forward(inputs)
+        if self.target == "value":
+            return forward.value[:, None]
+        if contrast_action(self.target) is not None:
+            return explained_score(self.target, forward, actions[rows])[:, None]
+        return forward.action_scores
+
+    def _guided_input_grads(self, obs_t: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """dy/dx ``(N, C, H, W)`` through guided ReLUs; only x gets a gradient.
+
+        x is the network's input: for image agents SB3 divides observations by 255 first, so the
+        gradient is taken per unit of that [0, 1] input (not per observation level), which keeps
+        maps of well-scaled magnitude (the trace stores ``cam_input`` as float16).
+        """
+        x = obs_t.float().requires_grad_(True)
+        with self._extra_pass(), guided_relus(self.policy), torch.enable_grad():
+            score = explained_score(self.target, policy_forward(self.policy, self.algo, x), actions)
+            (grads,) = torch.autograd.grad(score.sum(), x)
+        return grads * 255.0 if self.policy.normalize_images else grads
 
     def _choose(self, scores: torch.Tensor) -> torch.Tensor:
         """Actions ``(N,)`` from logits or Q-values ``(N, A)``."""

@@ -166,6 +166,7 @@ def record(cfg: RecordConfig, on_step: Callable[[int, int | None], None] | None 
             placement=cfg.placement,
             deterministic=cfg.deterministic,
             seed=cfg.seed,
+            action_names=names,
         )
         total = cfg.steps if cfg.steps is not None else (None if cfg.episodes else DEFAULT_STEPS)
         meta = dict(
@@ -328,6 +329,8 @@ class StepWriter:
                 done=np.asarray(dones, dtype=bool),
                 game_over=game_over,
             )
+            if explained.frame_shares.shape[1]:  # guided: each stacked frame's share of the map
+                row["frame_shares"] = explained.frame_shares
             for name, centres in (objects or {}).items():
                 row[f"obj_{name}"] = centres
             if self.save_obs:

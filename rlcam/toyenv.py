@@ -51,6 +51,10 @@ class FindTarget(gym.Env):
         """(y, x) of the target's centre in observation pixels."""
         return self.target[0] + TARGET / 2 - 0.5, self.target[1] + TARGET / 2 - 0.5
 
+    def distractor_centre(self) -> tuple[float, float]:
+        """(y, x) of the distractor's centre in observation pixels."""
+        return self.distractor[0] + DISTRACTOR / 2 - 0.5, self.distractor[1] + DISTRACTOR / 2 - 0.5
+
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
         self.t = 0
