@@ -32,7 +32,8 @@ from rlcam.envs import make_env  # noqa: E402
 
 
 def slim_copy(src: Path, dst: Path) -> None:
-    agent = load_agent(src)
+    # Our own checkpoint: SB3's full load, so the copy keeps every field plain SB3 needs to load it.
+    agent = load_agent(src, trust=True)
     model = agent.model
     policy = model.policy
     policy.optimizer = policy.optimizer_class(policy.parameters(), lr=1e-4, **policy.optimizer_kwargs)

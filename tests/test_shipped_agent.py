@@ -1,0 +1,58 @@
+"""The shipped Breakout agent: it loads safely, passes against its own baseline, and a damaged copy
+and an early checkpoint (tests/data, 100k steps) fail with a report that says where."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlcam.agents import load_agent
+from rlcam.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "agents" / "breakout_ppo.zip"
+EARLY = ROOT / "tests" / "data" / "breakout_ppo_100k.zip"
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory):
+    out = tmp_path_factory.mktemp("shipped") / "base.mp4"
+    assert main(["record", "--agent", str(SHIPPED), "--steps", "120", "--save-obs", "--out", str(out)]) == 0
+    return out.with_suffix(".npz")
+
+
+def test_shipped_agent_loads_safely_as_ppo():
+    agent = load_agent(SHIPPED)
+    assert agent.algo == "ppo" and agent.model.num_timesteps >= 100_000
+    assert SHIPPED.stat().st_size < 8e6
+
+
+def test_shipped_agent_passes_against_its_own_baseline(baseline, capsys):
+    code = main(["check", "--agent", str(SHIPPED), "--baseline", str(baseline)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "action agreement                 1.000" in out
+
+
+def test_early_checkpoint_fails(baseline, capsys):
+    code = main(["check", "--agent", str(EARLY), "--baseline", str(baseline)])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert "FAIL  action agreement" in out and "regressed steps" in out
+
+
+def test_damaged_copy_fails(baseline, tmp_path, capsys):
+    agent = load_agent(SHIPPED)
+    conv = agent.policy.features_extractor.cnn[4]
+    with torch.no_grad():
+        flat = conv.weight.flatten()
+        order = torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(0))
+        conv.weight.copy_(flat[order].view_as(conv.weight))
+    damaged = tmp_path / "damaged.zip"
+    agent.model.save(damaged)
+    code = main(["check", "--agent", str(damaged), "--baseline", str(baseline)])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert "FAIL  map correlation" in out and "result: REGRESSION" in out
