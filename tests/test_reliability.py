@@ -26,7 +26,8 @@ def test_short_soak_keeps_one_hook_and_leaves_none(agent_zips):
     assert np.isfinite(growth)
 
 
-def test_sigterm_leaves_valid_shorter_outputs(agent_zips, tmp_path):
+@pytest.mark.parametrize("sig,algo", [(signal.SIGINT, "ppo"), (signal.SIGTERM, "dqn")], ids=["SIGINT", "SIGTERM"])
+def test_signal_leaves_valid_shorter_outputs(agent_zips, tmp_path, sig, algo):
     out = tmp_path / "long.mp4"
     cmd = [
         sys.executable,
@@ -34,7 +35,7 @@ def test_sigterm_leaves_valid_shorter_outputs(agent_zips, tmp_path):
         "import sys; from rlcam.cli import main; sys.exit(main())",
         "record",
         "--agent",
-        str(agent_zips["dqn"]),
+        str(agent_zips[algo]),
         "--steps",
         "100000",
         "--out",
@@ -45,9 +46,10 @@ def test_sigterm_leaves_valid_shorter_outputs(agent_zips, tmp_path):
     while time.time() < deadline and not any(tmp_path.glob(".long.partial*")):
         time.sleep(0.2)
     time.sleep(3.0)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
+    assert "interrupted after" in stdout
     trace = load_trace(tmp_path / "long.npz")
     steps = trace.meta["steps"]
     assert trace.meta["interrupted"] is True and steps > 0
