@@ -38,6 +38,14 @@ def default_agent(env: str) -> Path:
     return preferred[0]
 
 
+def _add_trust(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trust",
+        action="store_true",
+        help="allow SB3's full load of the agent, which unpickles it (runs code in it): only for files you trust",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from rlcam.cam import METHODS
     from rlcam.geometry import PLACEMENTS
@@ -102,11 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--alpha", type=float, default=0.6, help="map opacity at full attention (default 0.6)")
     rec.add_argument("--algo", choices=["ppo", "a2c", "dqn", "qrdqn"], help="force the algorithm (normally detected)")
     rec.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    rec.add_argument(
-        "--trust",
-        action="store_true",
-        help="allow SB3's full load of the agent, which unpickles it (runs code in it): only for files you trust",
-    )
+    _add_trust(rec)
     rec.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: fastest at batch 1)")
     rec.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -143,11 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--max-attention-drop", type=float, help="allowed relative drop from the baseline's share")
     chk.add_argument("--radius", type=float, help="px around an object counted as near it (default 10)")
     chk.add_argument("--max-return-drop", type=float, help="own mode: allowed relative drop of the return")
-    chk.add_argument(
-        "--trust",
-        action="store_true",
-        help="allow SB3's full load of the agent, which unpickles it (runs code in it): only for files you trust",
-    )
+    _add_trust(chk)
     chk.add_argument("--json", type=Path, help="write the full report as JSON")
     chk.add_argument("--junit", type=Path, help="write a JUnit XML report for CI")
 
@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     san.add_argument("--layer", help="explained layer (default: last rectified conv)")
     san.add_argument("--method", default="gradcam", choices=sorted(METHODS))
     san.add_argument("--json", type=Path, help="write the curve as JSON")
-    san.add_argument("--trust", action="store_true", help="allow SB3's full (unpickling) load: trusted files only")
+    _add_trust(san)
 
     info = sub.add_parser(
         "info",
@@ -176,11 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     info.add_argument("--agent", type=Path, required=True, help="SB3 agent zip")
     info.add_argument("--algo", choices=["ppo", "a2c", "dqn", "qrdqn"], help="force the algorithm")
-    info.add_argument(
-        "--trust",
-        action="store_true",
-        help="allow SB3's full load of the agent, which unpickles it (runs code in it): only for files you trust",
-    )
+    _add_trust(info)
     return parser
 
 
