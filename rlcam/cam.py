@@ -8,6 +8,8 @@ Some methods need more than one forward and backward. Each registry entry is a `
 whose ``needs`` says what the explainer must compute for it, and therefore what ``fn`` takes:
 
     needs            fn(...)                                   extra work per step
+    "weights"        fn(acts, weights (N, K)) -> (N, h, w)     none: weights = mean_ij dy/dA^k_ij, which the
+                                                               hand-written head gives without dy/dA itself
     "grads"          fn(acts, grads) -> (N, h, w)              none (the default path)
     "acts"           fn(acts) -> (N, h, w)                     none
     "masked_scores"  fn(acts, scores (N, K)) -> (N, h, w)      N*K forwards of masked inputs
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-NEEDS = ("grads", "acts", "masked_scores", "guided", "perturbation", "layers")
+NEEDS = ("weights", "grads", "acts", "masked_scores", "guided", "perturbation", "layers")
 
 
 @dataclass(frozen=True)
@@ -53,13 +55,22 @@ def as_method(entry: Method | Callable) -> Method:
 
 def grad_cam(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
     """Grad-CAM (Selvaraju et al.): ReLU(sum_k alpha_k A^k) with alpha_k = mean_ij dy/dA^k_ij."""
-    alpha = grads.mean(dim=(2, 3))  # (N, K)
+    return grad_cam_weighted(acts, grads.mean(dim=(2, 3)))
+
+
+def grad_cam_weighted(acts: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM from its channel weights ``alpha (N, K)``: ReLU(sum_k alpha_k A^k)."""
     return torch.relu(torch.einsum("nk,nkhw->nhw", alpha, acts))
 
 
 def counterfactual_cam(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
     """Counterfactual Grad-CAM (Selvaraju et al., sec. 5): Grad-CAM of -dy/dA, what would lower y."""
     return grad_cam(acts, -grads)
+
+
+def counterfactual_weighted(acts: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """Counterfactual Grad-CAM from Grad-CAM's channel weights: ReLU(sum_k -alpha_k A^k)."""
+    return grad_cam_weighted(acts, -alpha)
 
 
 def grad_cam_pp(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
@@ -168,12 +179,12 @@ def fuse_layers(maps: list[torch.Tensor]) -> torch.Tensor:
 
 
 METHODS: dict[str, Method | Callable] = {
-    "gradcam": Method(grad_cam, "grads", "Grad-CAM: channel weights = mean gradient"),
+    "gradcam": Method(grad_cam_weighted, "weights", "Grad-CAM: channel weights = mean gradient"),
     "gradcam++": Method(grad_cam_pp, "grads", "Grad-CAM++: weights from 2nd/3rd-order terms (exp trick)"),
     "hirescam": Method(hires_cam, "grads", "HiResCAM: gradient x activation, summed over channels"),
     "xgradcam": Method(xgrad_cam, "grads", "XGrad-CAM: activation-weighted gradient sums"),
     "layercam": Method(layer_cam, "grads", "LayerCAM: positive gradient x activation"),
-    "counterfactual": Method(counterfactual_cam, "grads", "Grad-CAM of the negated gradient: what lowers the score"),
+    "counterfactual": Method(counterfactual_weighted, "weights", "Grad-CAM of the negated gradient: what lowers y"),
     "eigencam": Method(eigen_cam, "acts", "Eigen-CAM: first principal component of the activations"),
     "scorecam": Method(score_cam, "masked_scores", "Score-CAM: channel weights from forwards of masked inputs"),
     "guided": Method(guided_grad_cam, "guided", "Guided Grad-CAM at input resolution, with per-frame shares"),

@@ -31,7 +31,7 @@ from torch import nn
 from rlcam.agents import Agent
 from rlcam.cam import METHODS, as_method, grad_cam, layer_cam, score_cam_masks
 from rlcam.errors import RlcamError
-from rlcam.fasthead import build_head, head_forward, head_gradient
+from rlcam.fasthead import build_head, head_channel_weights, head_forward, head_gradient
 from rlcam.geometry import Placement, make_placement, receptive_field_grid
 from rlcam.guided import guided_relus
 from rlcam.perturb import CHUNK, perturbation_shift, probe_placement
@@ -210,6 +210,8 @@ class Explainer:
             return
         self._modes = {m: m.training for m in self.policy.modules()}
         self.policy.train(False)
+        if self._head is not None:
+            self._head.forget()  # weights may have changed through ``.data`` since the last use
         self._open = True
         for i, module in enumerate(self._modules):
             self._handles.append(module.register_forward_hook(functools.partial(self._capture, i)))
@@ -281,11 +283,11 @@ class Explainer:
                 raise RlcamError(f"actions to explain must be {len(obs)} integers in [0, {n_actions}).")
             actions = actions.long()
         needs = self._method.needs
-        want_grads = needs in ("grads", "guided", "layers")
+        want = "weights" if needs == "weights" else "grads" if needs in ("grads", "guided", "layers") else None
         pass_ = self._hand_written_pass if self._head is not None else self._autograd_pass
-        acts, grads, forward, actions, score = pass_(obs_t, actions, want_grads)
+        acts, grads, forward, actions, score = pass_(obs_t, actions, want)
         shares = None
-        if needs == "grads":
+        if needs in ("weights", "grads"):
             cam = self._method.fn(acts[0], grads[0])
         elif needs == "acts":
             cam = self._method.fn(acts[0])
@@ -342,8 +344,11 @@ class Explainer:
 
     # -- passes -----------------------------------------------------------------------------------
 
-    def _hand_written_pass(self, obs_t: torch.Tensor, actions: torch.Tensor | None, want_grads: bool = True):
-        """Forward and dy/dA with the head's gradient written out (``rlcam.fasthead``): no autograd."""
+    def _hand_written_pass(self, obs_t: torch.Tensor, actions: torch.Tensor | None, want: str | None = "grads"):
+        """Forward and dy/dA with the head's gradient written out (``rlcam.fasthead``): no autograd.
+
+        ``want``: ``"grads"`` dy/dA, ``"weights"`` only its means over cells ``(N, K)``, or None.
+        """
         from stable_baselines3.common.preprocessing import preprocess_obs
 
         with torch.no_grad():
@@ -352,20 +357,26 @@ class Explainer:
             if actions is None:
                 actions = self._choose(forward.action_scores)
             score = explained_score(self.target, forward, actions)
-            grads = [self._head_gradient(z, forward, actions).view_as(acts)] if want_grads else None
+            grads = None
+            if want == "grads":
+                grads = [self._head_gradient(head_gradient, z, forward, actions).view_as(acts)]
+            elif want == "weights":
+                weights = functools.partial(head_channel_weights, channels=acts.shape[1])
+                grads = [self._head_gradient(weights, z, forward, actions)]
         return [acts], grads, forward, actions, score
 
-    def _head_gradient(self, z: torch.Tensor, forward: Forward, actions: torch.Tensor) -> torch.Tensor:
+    def _head_gradient(self, gradient, z: torch.Tensor, forward: Forward, actions: torch.Tensor) -> torch.Tensor:
+        """``gradient`` (a ``rlcam.fasthead`` function) for the explained target."""
         other = contrast_action(self.target)
         if other is None:
-            return head_gradient(self._head, z, forward, self.target, actions)
+            return gradient(self._head, z, forward, self.target, actions)
         # The head's gradient is linear in the output coefficients: d(s_a - s_b) = ds_a - ds_b.
         base = "logit" if self.algo in ("ppo", "a2c") else "q"
-        return head_gradient(self._head, z, forward, base, actions) - head_gradient(
+        return gradient(self._head, z, forward, base, actions) - gradient(
             self._head, z, forward, base, torch.full_like(actions, other)
         )
 
-    def _autograd_pass(self, obs_t: torch.Tensor, actions: torch.Tensor | None, want_grads: bool = True):
+    def _autograd_pass(self, obs_t: torch.Tensor, actions: torch.Tensor | None, want: str | None = "grads"):
         """Forward through the policy's modules; autograd from the hooked layer on.
 
         In the ``fine`` mode the graph starts at the input instead (float, in observation units),
@@ -388,11 +399,13 @@ class Explainer:
                     actions = self._choose(forward.action_scores.detach())
                 score = explained_score(self.target, forward, actions)
                 grads = None
-                if want_grads:
+                if want is not None:
                     if not score.requires_grad:
                         raise RlcamError(f"target {self.target!r} does not depend on layer {self.layer_name!r}.")
                     # Samples are independent (eval mode), so one backward of the sum gives each its own gradient.
                     grads = list(torch.autograd.grad(score.sum(), acts))
+                    if want == "weights":
+                        grads = [g.mean(dim=(2, 3)) for g in grads]
         finally:
             self._acts = [[] for _ in self.layers]
         forward = Forward(forward.action_scores.detach(), forward.value.detach())

@@ -12,6 +12,9 @@ Every explained score is linear in ``out`` given the chosen action, dy/d out = c
     dy/dh = c W,    dy/da = (1[z > 0] * dy/dh) W1
 
 two small matmuls, no autograd graph at all: the per-step cost is the forward alone.
+Grad-CAM needs only the spatial means of dy/da, alpha_k = mean_ij dy/da_kij, which are
+(1[z > 0] * dy/dh) times W1 averaged over each channel's cells: a (F, K) matrix instead of
+(F, K*h*w), 49 times smaller on Breakout (``head_channel_weights``).
 ``build_head`` recognises this structure and returns None for anything else, in which
 case the explainer uses autograd from the layer on (same maps; tests check both agree).
 """
@@ -36,6 +39,26 @@ class Head:
     b_out: torch.Tensor
     w_value: torch.Tensor | None  # (F,) critic weights for PPO/A2C
     b_value: torch.Tensor | None
+    _pooled: torch.Tensor | None = None  # (F, K): w1 averaged over each channel's cells
+    _pooled_key: tuple = ()
+
+    def pooled_w1(self, channels: int) -> torch.Tensor:
+        """``w1`` averaged over each channel's cells, ``(F, K)``; recomputed when ``w1`` changes.
+
+        A change is seen through the tensor's storage and its version counter, which every
+        in-place update through autograd's view of it bumps (optimizer steps, ``copy_`` in
+        ``load_state_dict``, ``nn.init``); writes through ``.data`` bypass the counter, so
+        ``forget()`` must follow them (``Explainer.open`` calls it).
+        """
+        key = (self.w1.data_ptr(), self.w1._version, channels)
+        if self._pooled is None or key != self._pooled_key:
+            self._pooled = self.w1.detach().view(self.w1.shape[0], channels, -1).mean(dim=2)
+            self._pooled_key = key
+        return self._pooled
+
+    def forget(self) -> None:
+        """Drop cached derived weights."""
+        self._pooled, self._pooled_key = None, ()
 
 
 def _linear(module) -> nn.Linear | None:
@@ -114,6 +137,18 @@ def head_forward(head: Head, x: torch.Tensor, algo: str) -> tuple[torch.Tensor, 
 
 def head_gradient(head: Head, z: torch.Tensor, forward: Forward, target: str, actions: torch.Tensor) -> torch.Tensor:
     """dy/da for the explained score ``y``, flat ``(N, K*h*w)``."""
+    return _dy_dz(head, z, forward, target, actions) @ head.w1
+
+
+def head_channel_weights(
+    head: Head, z: torch.Tensor, forward: Forward, target: str, actions: torch.Tensor, channels: int
+) -> torch.Tensor:
+    """Grad-CAM's channel weights ``alpha (N, K)`` = mean over cells of dy/da, without dy/da."""
+    return _dy_dz(head, z, forward, target, actions) @ head.pooled_w1(channels)
+
+
+def _dy_dz(head: Head, z: torch.Tensor, forward: Forward, target: str, actions: torch.Tensor) -> torch.Tensor:
+    """dy/dz, ``(N, F)``: the gradient at the first linear layer's output."""
     if target == "value":
         dy_dh = head.w_value.expand(len(actions), -1)
     else:
@@ -122,4 +157,4 @@ def head_gradient(head: Head, z: torch.Tensor, forward: Forward, target: str, ac
             dy_dh = dy_dh - torch.softmax(forward.action_scores, dim=1) @ head.w_out
         elif target == "advantage":  # Q(s, a) - mean_b Q(s, b)
             dy_dh = dy_dh - head.w_out.mean(0)
-    return (dy_dh * (z > 0)) @ head.w1
+    return dy_dh * (z > 0)

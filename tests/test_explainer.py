@@ -266,13 +266,15 @@ def test_given_actions_are_explained(agent_zips, breakout_obs):
 
 
 @pytest.mark.parametrize(
-    "algo,target", [(algo, target) for algo in ("ppo", "a2c", "dqn", "qrdqn") for target in TARGETS[algo]]
+    "algo,target",
+    [(algo, target) for algo in ("ppo", "a2c", "dqn", "qrdqn") for target in (*TARGETS[algo], "contrast:1")],
 )
-def test_hand_written_head_equals_autograd(agent_zips, breakout_obs, algo, target):
+@pytest.mark.parametrize("method", ["hirescam", "gradcam", "counterfactual"])  # full dy/dA, and channel weights only
+def test_hand_written_head_equals_autograd(agent_zips, breakout_obs, algo, target, method):
     agent = load_agent(agent_zips[algo])
     with (
-        Explainer(agent, target=target, method="hirescam") as fast,
-        Explainer(agent, target=target, method="hirescam", fast=False) as slow,
+        Explainer(agent, target=target, method=method) as fast,
+        Explainer(agent, target=target, method=method, fast=False) as slow,
     ):
         assert fast._head is not None and slow._head is None
         got, expected = fast.explain(breakout_obs), slow.explain(breakout_obs)
@@ -281,6 +283,28 @@ def test_hand_written_head_equals_autograd(agent_zips, breakout_obs, algo, targe
     np.testing.assert_allclose(got.score, expected.score, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(got.action_values, expected.action_values, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(got.value, expected.value, rtol=1e-5, atol=1e-7)
+
+
+def test_channel_weights_follow_weight_updates_while_open(agent_zips, breakout_obs):
+    """Grad-CAM's pooled head weights are cached; an optimizer step or a loaded state refreshes them."""
+    agent = load_agent(agent_zips["ppo"])
+    original = {k: v.clone() for k, v in agent.policy.state_dict().items()}
+    with Explainer(agent) as explainer:
+        before = explainer.explain(breakout_obs).cam
+        w1 = agent.policy.features_extractor.linear[0].weight
+        optimizer = torch.optim.SGD([w1], lr=1.0)
+        w1.grad = torch.randn_like(w1) * w1.abs().mean()
+        optimizer.step()
+        w1.grad = None
+        after_step = explainer.explain(breakout_obs).cam
+        stepped = {k: v.clone() for k, v in agent.policy.state_dict().items()}
+        agent.policy.load_state_dict(original)
+        restored = explainer.explain(breakout_obs).cam
+    np.testing.assert_allclose(restored, before, rtol=1e-5, atol=1e-7)
+    agent.policy.load_state_dict(stepped)
+    _, expected = reference_cam(agent, breakout_obs, "logit")  # with the hooks gone
+    np.testing.assert_allclose(after_step, expected, rtol=1e-4, atol=1e-5 * expected.max())
+    assert not np.allclose(after_step, before)
 
 
 def test_other_layers_and_heads_use_autograd(agent_zips, breakout_env, tmp_path):
