@@ -8,6 +8,13 @@ The learning-rate and clip schedules are linear in the progress over ``--steps``
 so a resumed run follows the same schedule as an uninterrupted one. Progress
 (steps, steps/s, elapsed wall time summed over sessions, training score) goes to
 ``<run-dir>/progress.jsonl`` and stdout.
+
+DQN and QR-DQN also keep their replay buffer (``<run-dir>/replay_buffer.pkl``, about
+2.8 GB, the newest only) so a resume continues from the same experience; without it, a
+resumed run refills the buffer with ``learning_starts`` fresh steps before learning again.
+Their exploration schedule is adjusted to the step budget: the zoo's settings are for
+10 M steps, so epsilon decays over ``max(zoo fraction, 10%)`` of ``--steps`` here, and
+learning starts after 50k steps instead of 100k.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ gym.register_envs(ale_py)
 
 
 def zoo_hyperparameters(algo: str) -> dict:
-    """rl-zoo's Atari settings (hyperparams/{ppo,dqn,qrdqn}.yml), per algorithm."""
+    """rl-zoo's Atari settings (hyperparams/{ppo,dqn,qrdqn}.yml), per algorithm, for short budgets."""
     if algo == "ppo":
         return dict(
             n_steps=128,
@@ -47,22 +54,23 @@ def zoo_hyperparameters(algo: str) -> dict:
         buffer_size=100_000,
         learning_rate=1e-4,
         batch_size=32,
-        learning_starts=100_000,
+        learning_starts=50_000,  # zoo: 100k of 10 M steps
         target_update_interval=1000,
         train_freq=4,
         gradient_steps=1,
+        # zoo: 0.1 (DQN) and 0.025 (QR-DQN) of 10 M steps; 0.025 of a 2 M budget would end
+        # exploring before learning starts, so both decay over 10% of the budget here.
         exploration_fraction=0.1,
         exploration_final_eps=0.01,
         # Stores each frame once; halves the replay buffer's 5.6 GB.
         optimize_memory_usage=True,
         replay_buffer_kwargs=dict(handle_timeout_termination=False),
     )
-    if algo == "qrdqn":
-        dqn_like["exploration_fraction"] = 0.025
     return dqn_like
 
 
 N_ENVS = {"ppo": 8, "dqn": 1, "qrdqn": 1}
+REPLAY_BUFFER = "replay_buffer.pkl"
 
 
 def algo_class(algo: str):
@@ -132,6 +140,11 @@ class Progress(BaseCallback):
     def save(self) -> None:
         path = self.run_dir / f"ckpt_{self.num_timesteps}_steps.zip"
         self.model.save(path)
+        if hasattr(self.model, "replay_buffer"):
+            # Written beside, then renamed: a kill mid-write never leaves a truncated buffer.
+            partial = self.run_dir / "replay_buffer.partial.pkl"
+            self.model.save_replay_buffer(partial)
+            partial.replace(self.run_dir / REPLAY_BUFFER)
         state = dict(steps=self.num_timesteps, elapsed_s=round(self.elapsed(), 1), checkpoint=path.name)
         (self.run_dir / "state.json").write_text(json.dumps(state, indent=1))
         print(f"checkpoint {path}", flush=True)
@@ -169,6 +182,14 @@ def main() -> None:
         (args.run_dir / "config.json").write_text(json.dumps(config, indent=1))
     else:
         model = cls.load(checkpoint, env=env)
+        if args.algo != "ppo":
+            buffer = args.run_dir / REPLAY_BUFFER
+            if buffer.exists():
+                model.load_replay_buffer(buffer)
+                print(f"replay buffer: {model.replay_buffer.size()} transitions", flush=True)
+            else:  # refill before learning again, rather than learn from a handful of transitions
+                model.learning_starts = model.num_timesteps + model.learning_starts
+                print(f"no replay buffer: learning resumes after {model.learning_starts} steps", flush=True)
         state_file = args.run_dir / "state.json"
         if state_file.exists():
             elapsed_before = json.loads(state_file.read_text())["elapsed_s"]
