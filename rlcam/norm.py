@@ -47,10 +47,3 @@ class Normalizer:
         """Forget the scale of envs whose game just ended (``episode`` normalisation only)."""
         if self.name == "episode":
             self.scale[np.asarray(ended, dtype=bool)] = 0.0
-
-
-def normalised(cam: np.ndarray, scale: float) -> np.ndarray:
-    """``cam / scale`` clipped to [0, 1]; an all-zero map stays zero."""
-    if scale <= 0:
-        return np.zeros_like(cam, dtype=np.float32)
-    return np.clip(cam / scale, 0.0, 1.0).astype(np.float32)

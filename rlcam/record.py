@@ -23,7 +23,7 @@ from rlcam.agents import load_agent
 from rlcam.envs import action_names, check_compatible, frames, make_env
 from rlcam.errors import RlcamError
 from rlcam.explainer import Explainer
-from rlcam.norm import Normalizer, normalised
+from rlcam.norm import Normalizer
 from rlcam.objects import object_names, positions
 from rlcam.render import PanelInfo, compose
 from rlcam.video import FrameWriter, TraceWriter
@@ -269,14 +269,19 @@ class StepWriter:
         self._to_frame = None  # (H*s, h) and (W*s, w) matrices: layer map -> upscaled video frame
 
     def heat(self, cam: np.ndarray, frame_hw: tuple[int, int], scale: float) -> np.ndarray:
-        """Normalised map ``(H*s, W*s)`` for a layer map ``cam (h, w)``, straight from the layer grid."""
+        """Colormap indices ``(H*s, W*s)`` uint8 for a layer map ``cam (h, w)``, straight from the layer grid.
+
+        ``round(255 * clip(map / scale, 0, 1))``, with the 255 / scale folded into the small
+        map before two tiny matmuls (in torch, so they obey the one torch thread setting).
+        """
         if self._to_frame is None:
             h, w = frame_hw
             matrices = self.explainer.placement.frame_matrices(h * self.scale, w * self.scale)
             self._to_frame = [torch.from_numpy(m) for m in matrices]
         ys, xs = self._to_frame
-        # Two tiny matmuls in torch, so they obey the one torch thread setting.
-        return normalised((ys @ torch.from_numpy(cam) @ xs.T).numpy(), scale)
+        factor = 255.0 / scale if scale > 0 else 0.0  # an all-zero map stays zero
+        small = torch.from_numpy(np.nan_to_num(cam, nan=0.0, posinf=0.0, neginf=0.0) * np.float32(factor))
+        return (ys @ small @ xs.T).clamp_(0.0, 255.0).add_(0.5).to(torch.uint8).numpy()
 
     def write(self, obs, raw_frames, explained, rewards, dones, infos, objects=None) -> np.ndarray:
         """Write the step where ``explained`` was computed for ``obs`` and the env answered with the rest.

@@ -198,3 +198,37 @@ def test_compose_pads_odd_sizes_with_black():
     out = compose(frame, np.zeros((105, 81), dtype=np.float32), _info(), scale=1, panel_width=160)
     assert out.shape == (106, 242, 3)
     np.testing.assert_array_equal(out[:, 241], 0)
+
+
+# --- the recorder's heat ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scale_value", [0.05, 0.0])
+def test_recorded_heat_is_the_map_upsampled_then_normalised(scale_value):
+    """StepWriter.heat folds the normalisation into the upsampling; compare with torch's bilinear
+    resize (layer -> policy input -> upscaled frame, the two stages of the bilinear placement)."""
+    import torch
+    import torch.nn.functional as F
+
+    from rlcam.geometry import make_placement
+    from rlcam.record import StepWriter
+
+    class _Explainer:
+        placement = make_placement("bilinear", (7, 7), (84, 84))
+
+    writer = StepWriter(_Explainer(), ["A", "B"], scale=3)
+    cam = np.random.default_rng(1).random((7, 7)).astype(np.float32) * 0.1
+    got = writer.heat(cam, (210, 160), scale_value)
+    on_input = F.interpolate(torch.from_numpy(cam)[None, None].double(), (84, 84), mode="bilinear")
+    on_frame = F.interpolate(on_input, (630, 480), mode="bilinear")[0, 0].numpy()
+    expected = np.zeros_like(on_frame) if scale_value == 0 else np.clip(on_frame / scale_value, 0, 1)
+    assert got.dtype == np.uint8 and got.shape == (630, 480)
+    assert np.abs(got.astype(int) - np.round(expected * 255)).max() <= 1  # float32 vs float64 rounding
+    if scale_value:
+        assert (got == 255).any() and got.min() < 128  # clipped at the top, not saturated everywhere
+
+
+def test_compose_takes_colormap_indices_like_the_float_heat():
+    heat = np.random.default_rng(2).random((630, 480)).astype(np.float32)
+    index = (heat * 255 + 0.5).astype(np.uint8)
+    np.testing.assert_array_equal(compose(_frame(), index, _info()), compose(_frame(), heat, _info()))
