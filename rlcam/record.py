@@ -8,6 +8,7 @@ the loop at a step boundary and still close a valid, shorter video and trace.
 from __future__ import annotations
 
 import contextlib
+import functools
 import signal
 import threading
 import time
@@ -26,7 +27,7 @@ from rlcam.explainer import Explainer
 from rlcam.norm import Normalizer
 from rlcam.objects import object_names, positions
 from rlcam.render import PanelInfo, compose
-from rlcam.video import FrameWriter, TraceWriter
+from rlcam.video import BackgroundFrames, FrameWriter, TraceWriter
 
 DEFAULT_STEPS = 1000
 
@@ -198,7 +199,7 @@ def record(cfg: RecordConfig, on_step: Callable[[int, int | None], None] | None 
         with (
             explainer,
             _stop_on_signals() as stop,
-            FrameWriter(cfg.out, fps=cfg.fps) as video,
+            BackgroundFrames(FrameWriter(cfg.out, fps=cfg.fps)) as video,
             TraceWriter(cfg.trace, meta) as trace,
         ):
             steps, games, interrupted, env_failure = _loop(
@@ -318,9 +319,9 @@ class StepWriter:
                 cam_scale=float(scales[i]),
                 env_index=i,
             )
-            frame = raw_frames[i]
+            frame = np.array(raw_frames[i])  # a copy: the frame may be drawn on another thread
             heat = self.heat(explained.cam[i], frame.shape[:2], scales[i])
-            self.video.append(compose(frame, heat, panel, scale=self.scale, alpha=self.alpha))
+            self.video.submit(functools.partial(compose, scale=self.scale, alpha=self.alpha), frame, heat, panel)
 
         game_over = np.array(["episode" in info for info in infos], dtype=bool)
         if self.trace is not None:

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import shutil
+import threading
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -144,6 +146,10 @@ class FrameWriter(_Atomic):
             self._ffmpeg.send(np.ascontiguousarray(frame))
         self._count += 1
 
+    def submit(self, render, *args) -> None:
+        """Append ``render(*args)`` now (``BackgroundFrames.submit`` does it on a worker thread)."""
+        self.append(render(*args))
+
     def _start_ffmpeg(self, size_hw: tuple[int, int]):
         import imageio_ffmpeg  # deferred: only MP4 output needs the ffmpeg binary
 
@@ -216,6 +222,83 @@ class FrameWriter(_Atomic):
                 pass
             self._ffmpeg = None
         self._tmp.unlink(missing_ok=True)
+
+
+class BackgroundFrames(_Atomic):
+    """Renders and appends frames on a worker thread, in order, for a ``FrameWriter``.
+
+    ``submit(render, *args)`` queues ``writer.append(render(*args))`` and returns at once, so
+    drawing a frame and handing it to ffmpeg (a blocking pipe write of ~1.8 MB per 3x Atari frame)
+    overlap the next step's env and policy work: Pillow, numpy and the pipe release the GIL in
+    their C loops. At most ``depth`` frames wait, so memory stays flat. The arguments must not be
+    modified after submitting (pass copies of buffers that the caller reuses).
+
+    A failure on the worker is raised again by the next ``submit`` or by ``close``; then nothing
+    more is rendered and ``close`` leaves no file.
+    """
+
+    _STOP = object()
+
+    def __init__(self, writer: FrameWriter, depth: int = 4):
+        self.writer = writer
+        self.path = writer.path
+        self._jobs: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._abandon = False  # discard: skip queued jobs
+        self._thread = threading.Thread(target=self._work, name="rlcam-frames", daemon=True)
+        self._thread.start()
+
+    @property
+    def frames_written(self) -> int:
+        return self.writer.frames_written
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is self._STOP:
+                return
+            if self._error is not None or self._abandon:
+                continue  # drain: the producer must never block on a dead worker
+            render, args = job
+            try:
+                self.writer.append(render(*args))
+            except BaseException as e:  # handed to the main thread, which decides
+                self._error = e
+
+    def _raise_pending(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def submit(self, render, *args) -> None:
+        """Queue one frame: ``render(*args)`` returns it, ``(H, W, 3)`` uint8 RGB."""
+        self._raise_pending()
+        if not self._thread.is_alive():
+            raise ValueError(f"video writer for {self.path} is already closed")
+        self._jobs.put((render, args))
+
+    def append(self, frame: np.ndarray) -> None:
+        """Queue a frame already drawn."""
+        self.submit(np.asarray, frame)
+
+    def _finish(self) -> None:
+        if self._thread.is_alive():
+            self._jobs.put(self._STOP)
+            self._thread.join()
+
+    def close(self) -> Path | None:
+        """Render what is queued, then finish the file (``FrameWriter.close``)."""
+        self._finish()
+        if self._error is not None:
+            self.writer.discard()
+            self._raise_pending()
+        return self.writer.close()
+
+    def discard(self) -> None:
+        """Drop what is queued and delete the temporary file."""
+        self._abandon = True
+        self._finish()
+        self.writer.discard()
 
 
 # --- trace ------------------------------------------------------------------------------------

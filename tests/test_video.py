@@ -13,7 +13,7 @@ from imageio_ffmpeg import count_frames_and_secs
 from PIL import Image
 
 from rlcam.errors import RlcamError
-from rlcam.video import FrameWriter, Trace, TraceWriter, load_trace
+from rlcam.video import BackgroundFrames, FrameWriter, Trace, TraceWriter, load_trace
 
 N = 12
 
@@ -95,6 +95,63 @@ def test_exception_leaves_no_video(tmp_path):
                 video.append(f)
             raise RuntimeError("boom")
     assert _listing(tmp_path) == []
+
+
+def _decoded(path) -> list[np.ndarray]:
+    with iio.get_reader(path, format="FFMPEG") as reader:
+        return [frame for frame in reader]
+
+
+def test_background_frames_equal_frames_written_in_line(tmp_path):
+    """Rendering on the worker thread changes nothing in the file: same frames, same order."""
+    frames = _frames()
+    with FrameWriter(tmp_path / "direct.mp4") as video:
+        for f in frames:
+            video.submit(np.flipud, f)
+    with BackgroundFrames(FrameWriter(tmp_path / "threaded.mp4"), depth=2) as video:
+        for f in frames:
+            video.submit(np.flipud, f)
+    assert video.frames_written == N
+    direct, threaded = _decoded(tmp_path / "direct.mp4"), _decoded(tmp_path / "threaded.mp4")
+    assert len(direct) == len(threaded) == N
+    for a, b in zip(direct, threaded, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert np.abs(threaded[3].astype(int) - np.flipud(frames[3])).mean() < 4.0  # rendered, not raw
+
+
+def test_background_failure_is_raised_in_the_caller_and_leaves_no_video(tmp_path):
+    def render(frame, i):
+        if i == 3:
+            raise ValueError("render failed")
+        return frame
+
+    with pytest.raises(ValueError, match="render failed"):
+        with BackgroundFrames(FrameWriter(tmp_path / "run.mp4"), depth=1) as video:
+            for i, f in enumerate(_frames()):  # the failure surfaces at a later submit or at close
+                video.submit(render, f, i)
+    assert _listing(tmp_path) == []
+
+
+def test_background_ctrl_c_keeps_what_was_submitted(tmp_path):
+    path = tmp_path / "run.mp4"
+    with pytest.raises(KeyboardInterrupt):
+        with BackgroundFrames(FrameWriter(path)) as video:
+            for i, f in enumerate(_frames()):
+                if i == 7:
+                    raise KeyboardInterrupt
+                video.submit(np.asarray, f)
+    assert _listing(tmp_path) == ["run.mp4"]
+    assert count_frames_and_secs(str(path))[0] == 7
+
+
+def test_background_discard_leaves_nothing(tmp_path):
+    video = BackgroundFrames(FrameWriter(tmp_path / "run.mp4"))
+    for f in _frames(5):
+        video.append(f)
+    video.discard()
+    assert _listing(tmp_path) == []
+    with pytest.raises(ValueError, match="closed"):
+        video.append(_frames(1)[0])
 
 
 def test_failed_run_keeps_the_previous_file(tmp_path):
