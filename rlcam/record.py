@@ -318,6 +318,7 @@ class StepWriter:
                 norm=self.norm.name,
                 cam_scale=float(scales[i]),
                 env_index=i,
+                frame_shares=explained.frame_shares[i] if explained.frame_shares.shape[1] else None,
             )
             frame = np.array(raw_frames[i])  # a copy: the frame may be drawn on another thread
             heat = self.heat(explained.cam[i], frame.shape[:2], scales[i])

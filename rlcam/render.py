@@ -177,6 +177,8 @@ class PanelInfo:
         norm: Normalisation in use, e.g. ``"episode"``.
         cam_scale: The normaliser value: a raw map value of ``cam_scale`` shows as full heat.
         env_index: Which of the vectorised envs this frame belongs to.
+        frame_shares: ``(C,)`` each stacked input frame's share of the map, oldest first, for
+            methods that attribute to the input (``guided``); None or empty to leave it out.
     """
 
     step: int
@@ -194,6 +196,7 @@ class PanelInfo:
     norm: str
     cam_scale: float
     env_index: int = 0
+    frame_shares: np.ndarray | None = None
 
 
 @functools.lru_cache(maxsize=32)
@@ -300,11 +303,19 @@ class _Layout:
     labelled: bool  # False: rows too short for names and numbers, bars only
     scalar_ys: tuple[float, ...]  # value, reward, return
     y_legend_label: float
+    share_cells: tuple[tuple[float, float], ...]  # (x0, x1) of each stacked frame's column
+    y_share_bar: float  # top of the share bars; their numbers go below
+    share_bar_h: float
 
 
 @functools.lru_cache(maxsize=16)
 def _panel_base(
-    height: int, width: int, names: tuple[str, ...], bar_kind: str, footer: tuple[tuple[str, str], ...]
+    height: int,
+    width: int,
+    names: tuple[str, ...],
+    bar_kind: str,
+    footer: tuple[tuple[str, str], ...],
+    n_shares: int = 0,
 ) -> tuple[Image.Image, _Layout]:
     """Draw the parts of the panel that stay fixed for a run, and lay out the rest.
 
@@ -364,11 +375,30 @@ def _panel_base(
     for yy, name in zip(scalar_ys, ("value", "reward", "return"), strict=True):
         draw.text((pad, yy), name, font=f_mid, fill=_DIM)
     rule(y_scalars - pad * 0.6)
+    section_top = y_scalars
+
+    # Stacked frames (only for methods that attribute to the input): one column per frame,
+    # oldest left, a bar growing up with the frame's share of the map and the share below it.
+    share_cells: tuple[tuple[float, float], ...] = ()
+    y_share_bar = share_bar_h = 0.0
+    if n_shares:
+        share_bar_h = max(4.0, round(22 * k))
+        block_h = f_label.size * 1.4 + share_bar_h + f_label.size * 1.5
+        y_share_title = y_scalars - pad * 1.2 - block_h
+        draw.text((pad, y_share_title), "share of the map per stacked frame, oldest first", font=f_label, fill=_DIM)
+        y_share_bar = y_share_title + f_label.size * 1.4
+        gap = max(2.0, round(8 * k))
+        cell_w = (inner - gap * (n_shares - 1)) / n_shares
+        share_cells = tuple((pad + i * (cell_w + gap), pad + i * (cell_w + gap) + cell_w) for i in range(n_shares))
+        for x0, x1 in share_cells:
+            draw.rectangle([x0, y_share_bar, x1, y_share_bar + share_bar_h], fill=_BAR_BG)
+        rule(y_share_title - pad * 0.6)
+        section_top = y_share_title
 
     # Bar rows: marker | name | bar | number. Rows too short for readable text (many actions on a
     # small panel) become plain bars; the chosen action's name is still shown large above.
     n = max(1, len(names))
-    row_h = max(1.0, min(((y_scalars - pad * 1.2) - y_bars) / n, 36 * k))
+    row_h = max(1.0, min(((section_top - pad * 1.2) - y_bars) / n, 36 * k))
     labelled = row_h >= _MIN_LABEL_ROW
     f_bar = _font(max(7, min(round(row_h * 0.62), round(17 * k))))
     marker_w = max(4.0, round(min(row_h, 20 * k) * 0.4))
@@ -406,6 +436,9 @@ def _panel_base(
         labelled=labelled,
         scalar_ys=scalar_ys,
         y_legend_label=y_legend_label,
+        share_cells=share_cells,
+        y_share_bar=y_share_bar,
+        share_bar_h=share_bar_h,
     )
     return img, layout
 
@@ -423,7 +456,8 @@ def _panel_image(info: PanelInfo, height: int, width: int) -> Image.Image:
     if height < 32 or width < 64:
         raise ValueError(f"panel of {height}x{width} px is too small; use at least 32 px high, 64 px wide")
     footer = (("target", info.target), ("method", info.method), ("layer", info.layer), ("norm", info.norm))
-    base, lay = _panel_base(height, width, names, info.bar_kind, footer)
+    shares = np.zeros(0) if info.frame_shares is None else np.asarray(info.frame_shares, dtype=np.float64).reshape(-1)
+    base, lay = _panel_base(height, width, names, info.bar_kind, footer, len(shares))
     img = base.copy()
     draw = ImageDraw.Draw(img)
     pad, right = lay.pad, width - lay.pad
@@ -458,6 +492,18 @@ def _panel_image(info: PanelInfo, height: int, width: int) -> Image.Image:
         f"{info.reward:+.2f}",
         f"{info.episode_return:+.2f}",
     )
+    if len(shares):
+        top = int(np.argmax(shares))
+        for i, ((x0, x1), share) in enumerate(zip(lay.share_cells, shares, strict=True)):
+            share = float(np.clip(np.nan_to_num(share), 0.0, 1.0))
+            if share > 0:
+                y1 = lay.y_share_bar + lay.share_bar_h
+                colour = _BAR_CHOSEN if i == top else _BAR
+                draw.rectangle([x0, y1 - lay.share_bar_h * share, x1, y1], fill=colour)
+            label = f"{100 * share:.0f}%"
+            x_mid = (x0 + x1) / 2 - _text_width(label, lay.f_label) / 2
+            y_label = lay.y_share_bar + lay.share_bar_h + lay.f_label.size * 0.3
+            _text(img, (x_mid, y_label), label, lay.f_label, _TEXT if i == top else _DIM)
     for yy, val in zip(lay.scalar_ys, values, strict=True):
         _text(img, (right, yy), val, lay.f_mid, _TEXT, anchor="ra")
     _text(img, (right, lay.y_legend_label), f"{info.cam_scale:.3g}", lay.f_label, _DIM, anchor="ra")
@@ -468,7 +514,8 @@ def draw_panel(info: PanelInfo, height: int, width: int) -> np.ndarray:
     """Draw the dark annotation panel for one step.
 
     Top to bottom: step/episode/env, the chosen action in large type, one bar per action (the
-    chosen one marked and highlighted), value/reward/return, a colour-bar legend from 0 to
+    chosen one marked and highlighted), each stacked frame's share of the map when
+    ``info.frame_shares`` is given, value/reward/return, a colour-bar legend from 0 to
     ``info.cam_scale``, and a footer naming target, method, layer and normalisation. Font sizes
     scale with ``height``.
 
