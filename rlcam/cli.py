@@ -91,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--trace", type=Path, help="trace path (.npz); default: the video's path with .npz")
     rec.add_argument("--save-obs", action="store_true", help="store the exact policy inputs in the trace")
     rec.add_argument(
+        "--all-actions",
+        action="store_true",
+        help="also map every action: a grid of per-action maps under the video (one shared scale), "
+        "action_cams in the trace",
+    )
+    rec.add_argument(
         "--target",
         help="explained score: logit|logprob|value (PPO/A2C, default logit), q|advantage (DQN, default q), "
         "or contrast:ACTION (the chosen action's score minus ACTION's, by index or name, e.g. contrast:LEFT)",
@@ -222,6 +228,7 @@ def cmd_record(args) -> int:
         norm=args.norm,
         n_envs=args.n_envs,
         save_obs=args.save_obs,
+        all_actions=args.all_actions,
         fps=args.fps,
         scale=args.scale,
         alpha=args.alpha,

@@ -264,14 +264,7 @@ class Explainer:
             actions: ``(N,)`` explain these actions instead of choosing (e.g. another agent's
                 choices, or a fixed action across randomised models); they are returned as given.
         """
-        if not self._open:
-            raise RuntimeError("Explainer.explain needs the explainer open: use `with Explainer(...) as ex:`.")
-        obs = np.asarray(obs)
-        expected = tuple(self.policy.observation_space.shape)
-        if obs.shape == expected:
-            obs = obs[None]
-        if obs.shape[1:] != expected:
-            raise RlcamError(f"observation shape {obs.shape[1:]} does not match the agent's {expected}.")
+        obs = self._batch(obs)
         obs_t = torch.as_tensor(obs, device=self.policy.device)
         if actions is not None:
             actions = torch.as_tensor(np.asarray(actions).reshape(-1), device=obs_t.device)
@@ -325,6 +318,47 @@ class Explainer:
             if shares is None
             else shares.cpu().numpy().astype(np.float32),
         )
+
+    def _batch(self, obs: np.ndarray) -> np.ndarray:
+        """Observations as a batch ``(N, C, H, W)``, checked against the agent's space."""
+        if not self._open:
+            raise RuntimeError("Explainer.explain needs the explainer open: use `with Explainer(...) as ex:`.")
+        obs = np.asarray(obs)
+        expected = tuple(self.policy.observation_space.shape)
+        if obs.shape == expected:
+            obs = obs[None]
+        if obs.shape[1:] != expected:
+            raise RlcamError(f"observation shape {obs.shape[1:]} does not match the agent's {expected}.")
+        return obs
+
+    def action_maps(self, obs: np.ndarray) -> np.ndarray:
+        """The map of every action, ``(N, A, h, w)`` float32, raw like ``Explanation.cam``.
+
+        Map ``a`` explains the target for action ``a`` as if it had been chosen (for ``contrast:B``,
+        a against B; the critic's map is the same for every action). With the hand-written head,
+        the gradient methods share one forward: each further action costs two small matmuls.
+        Other methods run ``explain`` once per action.
+        """
+        obs = self._batch(obs)
+        n, n_actions = len(obs), int(self.policy.action_space.n)
+        needs = self._method.needs
+        if self._head is None or needs not in ("weights", "grads"):
+            return np.stack([self.explain(obs, actions=np.full(n, a)).cam for a in range(n_actions)], axis=1)
+        from stable_baselines3.common.preprocessing import preprocess_obs
+
+        obs_t = torch.as_tensor(obs, device=self.policy.device)
+        with torch.no_grad():
+            x = preprocess_obs(obs_t, self.policy.observation_space, self.policy.normalize_images)
+            acts, z, forward = head_forward(self._head, x, self.algo)
+            if needs == "weights":
+                gradient = functools.partial(head_channel_weights, channels=acts.shape[1])
+            else:
+                gradient = head_gradient
+            maps = []
+            for a in range(n_actions):
+                grads = self._head_gradient(gradient, z, forward, torch.full((n,), a, device=obs_t.device))
+                maps.append(self._method.fn(acts, grads if needs == "weights" else grads.view_as(acts)))
+        return torch.stack(maps, dim=1).float().cpu().numpy()
 
     # -- where maps land ---------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from rlcam.errors import RlcamError
 from rlcam.explainer import Explainer
 from rlcam.norm import Normalizer
 from rlcam.objects import object_names, positions
-from rlcam.render import PanelInfo, compose
+from rlcam.render import PanelInfo, compose, default_panel_width, grid_tile_size
 from rlcam.video import BackgroundFrames, FrameWriter, TraceWriter
 
 DEFAULT_STEPS = 1000
@@ -63,6 +63,8 @@ class RecordConfig:
     """Envs stepped together; all are explained in one batch, the video shows env 0."""
     save_obs: bool = False
     """Store the exact policy input in the trace."""
+    all_actions: bool = False
+    """Also explain every action: a grid of per-action maps under the video, ``action_cams`` in the trace."""
     fps: int = 30
     scale: int = 3
     """Integer upscaling of the game frame in the video."""
@@ -194,6 +196,7 @@ def record(cfg: RecordConfig, on_step: Callable[[int, int | None], None] | None 
             fps=cfg.fps,
             scale=cfg.scale,
             save_obs=cfg.save_obs,
+            all_actions=cfg.all_actions,
             objects=object_names(env_info.env_id),
         )
         with (
@@ -238,6 +241,9 @@ class StepWriter:
         norm, scale, alpha: display settings (see ``RecordConfig``).
         save_obs: also store the policy inputs in the trace.
         video_env: which env the video shows.
+        all_actions: also explain every action (``Explainer.action_maps``): a grid under the video,
+            one tile per action on a shared scale (its own running normaliser), and
+            ``action_cams (N, A, h, w)`` in the trace.
     """
 
     def __init__(
@@ -252,6 +258,7 @@ class StepWriter:
         alpha=0.6,
         save_obs=False,
         video_env=0,
+        all_actions=False,
     ):
         self.explainer = explainer
         self.action_names = action_names
@@ -268,21 +275,25 @@ class StepWriter:
         self.steps = 0
         self.games = 0
         self._to_frame = None  # (H*s, h) and (W*s, w) matrices: layer map -> upscaled video frame
+        self.all_actions = all_actions
+        self.action_norm = Normalizer(norm, n_envs)  # one scale over all actions' maps
+        self._to_tile = None  # the same for the grid's tiles
 
     def heat(self, cam: np.ndarray, frame_hw: tuple[int, int], scale: float) -> np.ndarray:
-        """Colormap indices ``(H*s, W*s)`` uint8 for a layer map ``cam (h, w)``, straight from the layer grid.
-
-        ``round(255 * clip(map / scale, 0, 1))``, with the 255 / scale folded into the small
-        map before two tiny matmuls (in torch, so they obey the one torch thread setting).
-        """
+        """Colormap indices ``(H*s, W*s)`` uint8 for a layer map ``cam (h, w)``, straight from the layer grid."""
         if self._to_frame is None:
             h, w = frame_hw
             matrices = self.explainer.placement.frame_matrices(h * self.scale, w * self.scale)
             self._to_frame = [torch.from_numpy(m) for m in matrices]
-        ys, xs = self._to_frame
-        factor = 255.0 / scale if scale > 0 else 0.0  # an all-zero map stays zero
-        small = torch.from_numpy(np.nan_to_num(cam, nan=0.0, posinf=0.0, neginf=0.0) * np.float32(factor))
-        return (ys @ small @ xs.T).clamp_(0.0, 255.0).add_(0.5).to(torch.uint8).numpy()
+        return _heat_index(cam, scale, *self._to_frame)
+
+    def tile_heats(self, cams: np.ndarray, frame_hw: tuple[int, int], scale: float) -> np.ndarray:
+        """Colormap indices ``(A, tile_h, tile_w)`` for the grid, from maps ``cams (A, h, w)``."""
+        if self._to_tile is None:
+            width = frame_hw[1] * self.scale + default_panel_width(frame_hw[0] * self.scale)
+            _, _, tile_h, tile_w = grid_tile_size(frame_hw, width, len(cams))
+            self._to_tile = [torch.from_numpy(m) for m in self.explainer.placement.frame_matrices(tile_h, tile_w)]
+        return _heat_index(cams, scale, *self._to_tile)
 
     def write(self, obs, raw_frames, explained, rewards, dones, infos, objects=None) -> np.ndarray:
         """Write the step where ``explained`` was computed for ``obs`` and the env answered with the rest.
@@ -299,6 +310,10 @@ class StepWriter:
             ``(N,)`` bool, the envs whose full game ended at this step.
         """
         scales = self.norm.update(explained.cam)
+        action_cams = None
+        if self.all_actions:
+            action_cams = self.explainer.action_maps(obs)  # (N, A, h, w)
+            action_scales = self.action_norm.update(action_cams.reshape(len(action_cams), -1, action_cams.shape[-1]))
         self.returns += rewards
         if self.video is not None:
             i = self.video_env
@@ -322,7 +337,14 @@ class StepWriter:
             )
             frame = np.array(raw_frames[i])  # a copy: the frame may be drawn on another thread
             heat = self.heat(explained.cam[i], frame.shape[:2], scales[i])
-            self.video.submit(functools.partial(compose, scale=self.scale, alpha=self.alpha), frame, heat, panel)
+            render = functools.partial(compose, scale=self.scale, alpha=self.alpha)
+            if action_cams is not None:
+                render = functools.partial(
+                    render,
+                    action_heats=self.tile_heats(action_cams[i], frame.shape[:2], action_scales[i]),
+                    action_scale=float(action_scales[i]),
+                )
+            self.video.submit(render, frame, heat, panel)
 
         game_over = np.array(["episode" in info for info in infos], dtype=bool)
         if self.trace is not None:
@@ -336,6 +358,8 @@ class StepWriter:
                 done=np.asarray(dones, dtype=bool),
                 game_over=game_over,
             )
+            if action_cams is not None:
+                row["action_cams"] = action_cams
             if explained.frame_shares.shape[1]:  # guided: each stacked frame's share of the map
                 row["frame_shares"] = explained.frame_shares
             for name, centres in (objects or {}).items():
@@ -351,7 +375,19 @@ class StepWriter:
         self.returns[game_over] = 0.0
         self.episode[game_over] += 1
         self.norm.end_episodes(game_over)
+        self.action_norm.end_episodes(game_over)
         return game_over
+
+
+def _heat_index(cam: np.ndarray, scale: float, ys: torch.Tensor, xs: torch.Tensor) -> np.ndarray:
+    """``round(255 * clip(Ry cam Rx^T / scale, 0, 1))`` as uint8, for maps ``(..., h, w)``.
+
+    The 255 / scale is folded into the small map before the two matmuls (in torch, so they obey
+    the one torch thread setting); an all-zero scale gives an all-zero map.
+    """
+    factor = 255.0 / scale if scale > 0 else 0.0
+    small = torch.from_numpy(np.nan_to_num(cam, nan=0.0, posinf=0.0, neginf=0.0) * np.float32(factor))
+    return (ys @ small @ xs.T).clamp_(0.0, 255.0).add_(0.5).to(torch.uint8).numpy()
 
 
 def _loop(cfg, venv, env_id, explainer, names, video, trace, total, stop, on_step) -> tuple[int, int, bool, str | None]:
@@ -366,6 +402,7 @@ def _loop(cfg, venv, env_id, explainer, names, video, trace, total, stop, on_ste
         scale=cfg.scale,
         alpha=cfg.alpha,
         save_obs=cfg.save_obs,
+        all_actions=cfg.all_actions,
     )
     obs = venv.reset()  # (N, C, H, W) uint8
     raw = frames(venv)  # N x (h, w, 3) uint8

@@ -14,7 +14,17 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["LUT", "PanelInfo", "colormap", "compose", "default_panel_width", "draw_panel", "overlay"]
+__all__ = [
+    "LUT",
+    "PanelInfo",
+    "colormap",
+    "compose",
+    "default_panel_width",
+    "draw_action_grid",
+    "draw_panel",
+    "grid_tile_size",
+    "overlay",
+]
 
 
 # --- colormap ---------------------------------------------------------------------------------
@@ -538,6 +548,79 @@ def default_panel_width(height: int) -> int:
     return max(160, 2 * round(0.36 * height))
 
 
+# --- the all-actions grid -----------------------------------------------------------------------
+
+_GRID_MAX_COLS = 6
+
+
+def grid_tile_size(frame_hw: tuple[int, int], width: int, n_actions: int) -> tuple[int, int, int, int]:
+    """Layout of the all-actions grid under a ``width``-px video: ``(cols, rows, tile_h, tile_w)``.
+
+    Up to six tiles per row, as wide as the row allows but never more than twice the frame.
+    """
+    h, w = frame_hw
+    cols = max(1, min(n_actions, _GRID_MAX_COLS))
+    rows = -(-n_actions // cols)
+    gap = _grid_gap(width)
+    tile_w = min(2 * w, int((width - gap * (cols + 1)) / cols))
+    tile_h = max(1, round(tile_w * h / w))
+    return cols, rows, tile_h, tile_w
+
+
+def _grid_gap(width: int) -> int:
+    return max(2, round(width / 120))
+
+
+def draw_action_grid(
+    frame: np.ndarray, heats: np.ndarray, info: PanelInfo, width: int, cam_scale: float, alpha: float = 0.6
+) -> np.ndarray:
+    """One small map per action under the main view, all on one colour scale.
+
+    Each tile is the game frame with that action's map over it, captioned with the action's
+    name and its probability or Q-value; the action taken is framed in the accent colour.
+
+    Args:
+        frame: Raw game frame ``(H, W, 3)`` uint8 RGB.
+        heats: ``(A, tile_h, tile_w)`` colormap indices (uint8) or floats in [0, 1], one per
+            action in ``info.action_names`` order, at the size :func:`grid_tile_size` gives.
+        info: The step's panel info (names, bars, chosen action).
+        width: Width of the video frame in pixels.
+        cam_scale: The raw map value shown as full heat in every tile.
+        alpha: Heat opacity at full attention.
+
+    Returns:
+        ``(grid_h, width, 3)`` uint8 RGB.
+    """
+    names = [str(n) for n in info.action_names]
+    cols, rows, tile_h, tile_w = grid_tile_size(frame.shape[:2], width, len(names))
+    if heats.shape != (len(names), tile_h, tile_w):
+        raise ValueError(f"heats must be {(len(names), tile_h, tile_w)} for this layout, got {heats.shape}")
+    gap = _grid_gap(width)
+    font = _font(max(9, min(16, round(tile_w / 11))))
+    caption_h = round(font.size * 1.5)
+    title_h = round(font.size * 1.8)
+    grid_h = title_h + rows * (caption_h + tile_h + gap) + gap
+    img = Image.new("RGB", (width, grid_h), _BG)
+    draw = ImageDraw.Draw(img)
+    _text(img, (gap, round(font.size * 0.4)), f"every action's map, one scale: 0 .. {cam_scale:.3g}", font, _DIM)
+    game = Image.fromarray(np.ascontiguousarray(frame)).resize((tile_w, tile_h), Image.Resampling.NEAREST)
+    bars = np.asarray(info.bars, dtype=np.float64).reshape(-1)
+    as_index = _heat_index if heats.dtype != np.uint8 else np.ascontiguousarray
+    for a, name in enumerate(names):
+        row, col = divmod(a, cols)
+        x = gap + col * (tile_w + gap)
+        y = title_h + row * (caption_h + tile_h + gap)
+        tile = game.copy()
+        _paint_heat(tile, Image.fromarray(as_index(heats[a])), _check_alpha(alpha))
+        img.paste(tile, (x, y + caption_h))
+        chosen = a == info.action
+        label = _fit(draw, f"{name}  {_fmt_bar(bars[a], info.bar_kind)}", font, tile_w)
+        _text(img, (x, y + caption_h / 2), label, font, _ACCENT if chosen else _DIM, anchor="lm")
+        if chosen:
+            draw.rectangle([x - 1, y + caption_h - 1, x + tile_w, y + caption_h + tile_h], outline=_ACCENT, width=2)
+    return np.asarray(img)
+
+
 def compose(
     frame: np.ndarray,
     heat: np.ndarray,
@@ -545,6 +628,8 @@ def compose(
     scale: int = 3,
     alpha: float = 0.6,
     panel_width: int | None = None,
+    action_heats: np.ndarray | None = None,
+    action_scale: float = 0.0,
 ) -> np.ndarray:
     """Build one video frame: the upscaled game with the heat over it, the panel to its right.
 
@@ -557,10 +642,14 @@ def compose(
         scale: Integer upscale factor of the game frame, nearest neighbour so pixels stay crisp.
         alpha: Heat opacity at full attention, in [0, 1].
         panel_width: Panel width in pixels; :func:`default_panel_width` of the height if None.
+        action_heats: Optional ``(A, tile_h, tile_w)`` maps of every action for the grid drawn
+            under the view (:func:`draw_action_grid`; sizes from :func:`grid_tile_size`).
+        action_scale: The raw map value shown as full heat in the grid's tiles.
 
     Returns:
-        ``(H*scale, W*scale + panel_width, 3)`` uint8 RGB, plus one black row and/or column where
-        needed to make both sides even (H.264 in yuv420p requires it).
+        ``(H*scale + grid_h, W*scale + panel_width, 3)`` uint8 RGB (``grid_h`` 0 without a grid),
+        plus one black row and/or column where needed to make both sides even (H.264 in yuv420p
+        requires it).
     """
     if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
         raise ValueError(f"frame must be (H, W, 3) uint8, got {frame.shape} {frame.dtype}")
@@ -588,7 +677,13 @@ def compose(
     _paint_heat(game, index, _check_alpha(alpha))
     # Assemble in numpy rather than on a Pillow canvas: one big allocation fewer, and the result
     # is writable (arrays exported from Pillow images are read-only).
-    out = np.zeros((big_h + big_h % 2, big_w + pw + (big_w + pw) % 2, 3), dtype=np.uint8)  # black padding
+    grid = None
+    if action_heats is not None:
+        grid = draw_action_grid(frame, action_heats, info, big_w + pw, action_scale, alpha)
+    total_h = big_h + (0 if grid is None else len(grid))
+    out = np.zeros((total_h + total_h % 2, big_w + pw + (big_w + pw) % 2, 3), dtype=np.uint8)  # black padding
     out[:big_h, :big_w] = np.asarray(game)
     out[:big_h, big_w : big_w + pw] = np.asarray(_panel_image(info, big_h, pw))
+    if grid is not None:
+        out[big_h:total_h, : big_w + pw] = grid
     return out

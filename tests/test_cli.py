@@ -5,6 +5,7 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
+import imageio.v2 as iio
 import imageio_ffmpeg
 import numpy as np
 import pytest
@@ -110,6 +111,24 @@ def test_same_seed_gives_identical_traces(agent_zips, tmp_path, capsys):
         traces.append(load_trace(tmp_path / f"{name}.npz"))
     for key in ("cam", "cam_input", "action", "score", "reward", "done"):
         np.testing.assert_array_equal(traces[0][key], traces[1][key])
+
+
+def test_all_actions_grid_and_trace(agent_zips, tmp_path, capsys):
+    out = tmp_path / "grid.mp4"
+    code, _, err = run(
+        ["record", "--env", "Breakout", "--agent", agent_zips["ppo"], "--steps", 12, "--out", out, "--all-actions"],
+        capsys,
+    )
+    assert code == 0, err
+    trace = load_trace(tmp_path / "grid.npz")
+    cams = trace["action_cams"]
+    assert cams.shape == (12, 4, 7, 7) and cams.dtype == np.float32
+    np.testing.assert_allclose(cams[np.arange(12), trace["action"]], trace["cam"], rtol=1e-5, atol=1e-8)
+    assert trace.meta["all_actions"] is True
+    with iio.get_reader(out, format="FFMPEG") as reader:
+        frame = reader.get_data(5)
+    assert frame.shape[0] > 630 and frame.shape[1] == 934  # the grid is under the 630-px view
+    assert video_frames(out) == 12
 
 
 @pytest.mark.parametrize("algo,target", [("a2c", "value"), ("dqn", "advantage"), ("qrdqn", "q")])

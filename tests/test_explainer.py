@@ -251,6 +251,37 @@ def test_layer_cam_by_hand():
     assert torch.equal(layer_cam(ACTS, GRADS), torch.tensor([[[3.0, 3.0], [0.0, 0.0]]]))
 
 
+@pytest.mark.parametrize(
+    "algo,target,method,fast",
+    [
+        ("ppo", None, "gradcam", True),
+        ("ppo", "contrast:1", "gradcam", True),
+        ("ppo", "logprob", "hirescam", True),
+        ("qrdqn", None, "counterfactual", True),
+        ("dqn", "advantage", "layercam", True),
+        ("ppo", None, "gradcam", False),  # autograd: one explain per action
+        ("a2c", None, "eigencam", True),  # not a gradient method: one explain per action
+    ],
+)
+def test_action_maps_equal_explaining_each_action(agent_zips, breakout_obs, algo, target, method, fast):
+    agent = load_agent(agent_zips[algo])
+    with Explainer(agent, target=target, method=method, fast=fast) as explainer:
+        maps = explainer.action_maps(breakout_obs)
+        n_actions = agent.policy.action_space.n
+        n = len(breakout_obs)
+        expected = [explainer.explain(breakout_obs, actions=np.full(n, a)).cam for a in range(n_actions)]
+        chosen = explainer.explain(breakout_obs)
+    assert maps.shape == (len(breakout_obs), n_actions, 7, 7) and maps.dtype == np.float32
+    scale = max(float(np.abs(e).max()) for e in expected)
+    assert scale > 0
+    for a in range(n_actions):
+        np.testing.assert_allclose(maps[:, a], expected[a], rtol=1e-4, atol=1e-6 * scale)
+    rows = np.arange(len(breakout_obs))
+    np.testing.assert_allclose(maps[rows, chosen.actions], chosen.cam, rtol=1e-4, atol=1e-6 * scale)
+    if method != "eigencam" and target is None:  # different actions, different maps
+        assert not np.allclose(maps[:, 0], maps[:, 1])
+
+
 def test_given_actions_are_explained(agent_zips, breakout_obs):
     agent = load_agent(agent_zips["dqn"])
     with Explainer(agent) as explainer:

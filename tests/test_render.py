@@ -232,3 +232,53 @@ def test_compose_takes_colormap_indices_like_the_float_heat():
     heat = np.random.default_rng(2).random((630, 480)).astype(np.float32)
     index = (heat * 255 + 0.5).astype(np.uint8)
     np.testing.assert_array_equal(compose(_frame(), index, _info()), compose(_frame(), heat, _info()))
+
+
+def test_action_grid_tiles_frame_the_chosen_action_and_match_the_layout():
+    from rlcam.render import draw_action_grid, grid_tile_size
+
+    frame = _frame()
+    info = _info(action=2)
+    cols, rows, tile_h, tile_w = grid_tile_size((210, 160), 934, 4)
+    assert (cols, rows) == (4, 1) and tile_w * 4 < 934 and tile_h == round(tile_w * 210 / 160)
+    heats = np.zeros((4, tile_h, tile_w), np.uint8)
+    heats[1] = 255  # full heat on FIRE's tile only
+    grid = draw_action_grid(frame, heats, info, 934, cam_scale=0.5)
+    assert grid.shape[1] == 934 and grid.dtype == np.uint8
+    with_heat = draw_action_grid(frame, np.zeros_like(heats), info, 934, cam_scale=0.5)
+    changed = np.any(grid != with_heat, axis=2)
+    ys, xs = np.nonzero(changed)
+    gap = round(934 / 120)
+    x0 = gap + tile_w + gap  # FIRE is the second tile
+    assert xs.min() >= x0 - 1 and xs.max() <= x0 + tile_w  # heat only inside its tile
+    assert changed.sum() > 0.9 * tile_h * tile_w
+    # 18 actions wrap onto rows of six
+    assert grid_tile_size((210, 160), 934, 18)[:2] == (6, 3)
+    with pytest.raises(ValueError, match="heats must be"):
+        draw_action_grid(frame, heats[:3], info, 934, cam_scale=0.5)
+
+
+def test_compose_with_grid_keeps_the_view_and_adds_rows_below():
+    from rlcam.render import grid_tile_size
+
+    _, _, tile_h, tile_w = grid_tile_size((210, 160), 934, 4)
+    heat = np.random.default_rng(3).random((630, 480)).astype(np.float32)
+    plain = compose(_frame(), heat, _info())
+    both = compose(_frame(), heat, _info(), action_heats=np.zeros((4, tile_h, tile_w), np.uint8), action_scale=1.0)
+    assert both.shape[1] == plain.shape[1] and both.shape[0] > plain.shape[0] and both.shape[0] % 2 == 0
+    np.testing.assert_array_equal(both[:630], plain[:630])
+
+
+def test_panel_frame_shares_mark_the_largest():
+    base = draw_panel(_info(), 630, 454)
+    shares = draw_panel(_info(frame_shares=np.array([0.1, 0.2, 0.3, 0.4])), 630, 454)
+    other = draw_panel(_info(frame_shares=np.array([0.4, 0.3, 0.2, 0.1])), 630, 454)
+    assert shares.shape == base.shape
+    assert not np.array_equal(shares, base) and not np.array_equal(shares, other)
+    accent = np.array([int(c) for c in LUT[200]])
+    # the largest share's bar is drawn in the chosen-action colour, in the rightmost column first
+    hits = np.nonzero(np.all(shares == accent, axis=2))
+    hits_other = np.nonzero(np.all(other == accent, axis=2))
+    right = hits[1][hits[0] > 300].mean()
+    left = hits_other[1][hits_other[0] > 300].mean()
+    assert right > 300 and left < 200
