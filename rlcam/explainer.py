@@ -488,7 +488,7 @@ class Explainer:
 
         x is the network's input: for image agents SB3 divides observations by 255 first, so the
         gradient is taken per unit of that [0, 1] input (not per observation level), which keeps
-        maps of well-scaled magnitude (the trace stores ``cam_input`` as float16).
+        maps of well-scaled magnitude.
         """
         x = obs_t.float().requires_grad_(True)
         with self._extra_pass(), guided_relus(self.policy), torch.enable_grad():

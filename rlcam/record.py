@@ -350,7 +350,7 @@ class StepWriter:
         if self.trace is not None:
             row = dict(
                 cam=explained.cam,
-                cam_input=explained.cam_input.astype(np.float16),
+                cam_input=explained.cam_input,  # float32: float16 flushed maps below ~6e-8 to zero
                 action=explained.actions,
                 score=explained.score,
                 value=explained.value,

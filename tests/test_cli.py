@@ -49,7 +49,7 @@ def test_record_breakout_writes_video_and_trace(agent_zips, tmp_path, capsys):
     trace = load_trace(tmp_path / "breakout.npz")
     expected = {
         "cam": ((30, 7, 7), np.float32),
-        "cam_input": ((30, 84, 84), np.float16),
+        "cam_input": ((30, 84, 84), np.float32),
         "action": ((30,), np.int64),
         "score": ((30,), np.float32),
         "reward": ((30,), np.float32),
@@ -60,6 +60,12 @@ def test_record_breakout_writes_video_and_trace(agent_zips, tmp_path, capsys):
         assert trace[key].shape == shape, key
         assert trace[key].dtype == dtype, key
     assert (trace["cam"] >= 0).all() and trace["cam"].max() > 0
+    # cam_input is the 7x7 map resized bilinearly to 84x84, at full precision (tiny values kept)
+    import torch
+    import torch.nn.functional as F
+
+    resized = F.interpolate(torch.from_numpy(trace["cam"])[:, None].double(), (84, 84), mode="bilinear")[:, 0]
+    np.testing.assert_allclose(trace["cam_input"], resized.numpy(), rtol=1e-5, atol=1e-7 * trace["cam"].max())
     meta = trace.meta
     for key in (
         "rlcam_version",
