@@ -13,6 +13,8 @@ import time
 import warnings
 from pathlib import Path
 
+from threadpoolctl import threadpool_limits
+
 from rlcam.errors import RlcamError
 
 EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -348,7 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         # SB3 and Gymnasium warn about things the user cannot act on here (e.g. render fps).
-        with warnings.catch_warnings():
+        # numpy's BLAS gets one thread, like torch (--threads): rlcam's numpy matrices are tiny, and
+        # OpenBLAS workers spinning against the agent's own work once hung a 84x84 matmul for minutes.
+        with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
             if not os.environ.get("RLCAM_WARNINGS"):
                 warnings.simplefilter("ignore")
             commands = {"record": cmd_record, "check": cmd_check, "sanity": cmd_sanity, "info": cmd_info}
