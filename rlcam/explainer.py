@@ -185,6 +185,7 @@ class Explainer:
         fast = fast and self._method.needs != "layers"
         self._head = build_head(self.policy, self.algo, self.layer_name) if fast else None
         self.placement: Placement | None = None  # Explanation.cam -> input grid
+        self._image_scale: float | None = None  # what observations are divided by (SB3's preprocess_obs)
         self._placement_t: tuple[torch.Tensor, torch.Tensor] | None = None  # the same, in torch; None: identity
         self._to_input: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # layer -> (Ry, Rx) for torch maps
         self._handles: list = []
@@ -344,11 +345,9 @@ class Explainer:
         needs = self._method.needs
         if self._head is None or needs not in ("weights", "grads"):
             return np.stack([self.explain(obs, actions=np.full(n, a)).cam for a in range(n_actions)], axis=1)
-        from stable_baselines3.common.preprocessing import preprocess_obs
-
         obs_t = torch.as_tensor(obs, device=self.policy.device)
         with torch.no_grad():
-            x = preprocess_obs(obs_t, self.policy.observation_space, self.policy.normalize_images)
+            x = self._preprocess(obs_t)
             acts, z, forward = head_forward(self._head, x, self.algo)
             if needs == "weights":
                 gradient = functools.partial(head_channel_weights, channels=acts.shape[1])
@@ -393,10 +392,8 @@ class Explainer:
 
         ``want``: ``"grads"`` dy/dA, ``"weights"`` only its means over cells ``(N, K)``, or None.
         """
-        from stable_baselines3.common.preprocessing import preprocess_obs
-
         with torch.no_grad():
-            x = preprocess_obs(obs_t, self.policy.observation_space, self.policy.normalize_images)
+            x = self._preprocess(obs_t)
             acts, z, forward = head_forward(self._head, x, self.algo)
             if actions is None:
                 actions = self._choose(forward.action_scores)
@@ -408,6 +405,15 @@ class Explainer:
                 weights = functools.partial(head_channel_weights, channels=acts.shape[1])
                 grads = [self._head_gradient(weights, z, forward, actions)]
         return [acts], grads, forward, actions, score
+
+    def _preprocess(self, obs_t: torch.Tensor) -> torch.Tensor:
+        """SB3's ``preprocess_obs`` for the policy's Box space, with its space checks done once."""
+        if self._image_scale is None:
+            from stable_baselines3.common.preprocessing import is_image_space
+
+            space = self.policy.observation_space
+            self._image_scale = 255.0 if self.policy.normalize_images and is_image_space(space) else 1.0
+        return obs_t.float() / self._image_scale if self._image_scale != 1.0 else obs_t.float()
 
     def _head_gradient(self, gradient, z: torch.Tensor, forward: Forward, actions: torch.Tensor) -> torch.Tensor:
         """``gradient`` (a ``rlcam.fasthead`` function) for the explained target."""
