@@ -235,7 +235,8 @@ class StepWriter:
     Args:
         explainer: the open explainer whose explanations are written.
         action_names: one name per action, for the panel.
-        video: where frames go, or None for a trace only.
+        video: where frames go (a ``FrameWriter``, ``BackgroundFrames``, or anything with
+            ``append(frame)``), or None for a trace only.
         trace: where the rows go, or None for a video only.
         n_envs: envs per step; the trace gets an env axis when > 1.
         norm, scale, alpha: display settings (see ``RecordConfig``).
@@ -344,7 +345,10 @@ class StepWriter:
                     action_heats=self.tile_heats(action_cams[i], frame.shape[:2], action_scales[i]),
                     action_scale=float(action_scales[i]),
                 )
-            self.video.submit(render, frame, heat, panel)
+            if hasattr(self.video, "submit"):  # FrameWriter, BackgroundFrames: may draw on a worker thread
+                self.video.submit(render, frame, heat, panel)
+            else:  # any list-like sink
+                self.video.append(render(frame, heat, panel))
 
         game_over = np.array(["episode" in info for info in infos], dtype=bool)
         if self.trace is not None:
