@@ -307,7 +307,7 @@ class Explainer:
                 )
         # In torch rather than numpy: it keeps to torch's thread setting (numpy's BLAS threads
         # spin against a busy machine's other work and made this matmul take ~40 ms).
-        cam_input = cam if self._placement_t is None else self._placement_t[0] @ cam @ self._placement_t[1].T
+        cam_input = cam.clone() if self._placement_t is None else self._placement_t[0] @ cam @ self._placement_t[1].T
         return Explanation(
             actions=actions.cpu().numpy().astype(np.int64),
             cam=cam.cpu().numpy(),
