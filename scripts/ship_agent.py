@@ -76,8 +76,8 @@ def model_card(dst: Path, run_dir: Path, result: dict, result_det: dict) -> str:
 | wall time | {hours:.2f} h of training, summed over sessions |
 | machine | {config["machine"]}, 2 CPU cores, no GPU |
 | seed | {config["seed"]} |
-| score, sampled actions | **{result["mean"]:.1f} +- {result["std"]:.1f}** over {result["games"]} full games |
-| score, argmax actions | {result_det["mean"]:.1f} +- {result_det["std"]:.1f} over {result_det["games"]} full games ({result_det["games_hitting_cap"]} hit the step cap) |
+| score, argmax actions (what `rlcam record` plays by default) | **{result_det["mean"]:.1f} +- {result_det["std"]:.1f}** over {result_det["games"]} full games ({result_det["games_hitting_cap"]} hit the step cap) |
+| score, sampled actions (the policy's own distribution) | **{result["mean"]:.1f} +- {result["std"]:.1f}** over {result["games"]} full games |
 | versions | rlcam {rlcam.__version__}, stable-baselines3 {stable_baselines3.__version__}, torch {torch.__version__}, Python {platform.python_version()} |
 | sha256 | `{result["sha256"]}` |
 | size | {dst.stat().st_size / 1e6:.1f} MB (Adam state replaced by a fresh optimizer; plain `PPO.load` works) |
@@ -85,7 +85,7 @@ def model_card(dst: Path, run_dir: Path, result: dict, result_det: dict) -> str:
 Evaluation protocol (`scripts/evaluate_agent.py`): {result["games"]} envs built as in training, env i seeded
 {result["seed"]} + i, each plays one full game (to game over, not life loss; cap {result["max_steps"]:,} agent
 steps), unclipped game score, actions from `model.predict`.
-Per-game scores (sampled): {result["scores"]}
+Per-game scores, argmax: {result_det["scores"]}; sampled: {result["scores"]}
 
 Reproduce:
 
