@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -299,6 +300,7 @@ def main(argv=None) -> int:
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
     started = time.perf_counter()
+    load_at_start = os.getloadavg()[0]  # other work on the machine moves the cost column
 
     if not args.toy_agent.exists():
         sys.path.insert(0, str(ROOT / "scripts"))
@@ -366,7 +368,7 @@ def main(argv=None) -> int:
         f"`{shown(breakout_path)}` "
         f"{'' if breakout_path == args.breakout_agent else f'(the newest checkpoint: {shown(args.breakout_agent)} is missing) '}"
         f"({len(breakout_obs)} frames, every 4th of {args.breakout_steps} deterministic steps, seed {args.seed}). "
-        f"Cost: batch 1, one torch thread, median over turns, on this machine while other jobs ran. "
+        f"Cost: batch 1, one torch thread, median over turns, on this machine (load average {load_at_start:.2f} at the start). "
         f"Written by `python scripts/truthfulness.py` in {minutes:.0f} min."
     )
     print(text)
