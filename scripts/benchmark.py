@@ -29,7 +29,7 @@ their own venv (outside the repo, so nothing there is committed)::
     python3 -m venv /tmp/bench-venv
     /tmp/bench-venv/bin/pip install torch==2.14.1 torchvision==0.29.1
     /tmp/bench-venv/bin/pip install grad-cam captum moviepy stable-baselines3 gymnasium ale-py \\
-        opencv-python-headless imageio imageio-ffmpeg pillow
+        opencv-python-headless imageio imageio-ffmpeg pillow threadpoolctl
     /tmp/bench-venv/bin/pip install -e . --no-deps
 """
 
@@ -909,7 +909,7 @@ def main(argv: list[str] | None = None) -> int:
         nargs=2,
         default=None,
         metavar=("SHORT", "LONG"),
-        help="P3 run lengths (default 1000 5000; --quick: 200 1000)",
+        help="P3 run lengths (default 1000 10000, as the target states; --quick: 200 1000)",
     )
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--part", choices=sorted(PARTS), help=argparse.SUPPRESS)
@@ -929,7 +929,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.memory_steps:
         shown += ["--memory-steps", *map(str, args.memory_steps)]
     info["command"] = " ".join(shown)
-    memory_steps = args.memory_steps or ((200, 1000) if args.quick else (1000, 5000))
+    memory_steps = args.memory_steps or ((200, 1000) if args.quick else (1000, 10000))
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         agent_dir = Path(tmp)
