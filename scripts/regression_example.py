@@ -42,7 +42,9 @@ def run(shown: str, argv: list[str], cwd: Path) -> None:
     """Run ``argv`` in ``cwd``; print ``$ shown``, its output and ``exit N``."""
     done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
     print(f"$ {shown}")
-    text = (done.stdout + done.stderr).rstrip()
+    banner = ("A.L.E: ", "[Powered by Stella]")  # ALE's start-up lines on stderr
+    err = "".join(line for line in done.stderr.splitlines(keepends=True) if not line.startswith(banner))
+    text = (done.stdout + err).rstrip()
     if text:
         print(text)
     print(f"exit {done.returncode}")
@@ -65,18 +67,23 @@ def main() -> int:
     )
     damaged_copy(work / "damaged.zip")
     (work / "broken.npz").write_bytes(base.read_bytes()[:5000])
-    cases = [
-        ("breakout_ppo.zip", ROOT / SHIPPED, "base.npz"),
-        ("damaged.zip", work / "damaged.zip", "base.npz"),
-        ("breakout_ppo_100k.zip", ROOT / EARLY, "base.npz"),
-        ("agents/breakout_ppo.zip", ROOT / SHIPPED, "nothere.npz"),
-    ]
-    for shown, agent, baseline in cases:
-        argv = [*rlcam, "check", "--agent", str(agent), "--baseline", baseline]
-        run(f"rlcam check --agent {shown} --baseline {baseline}", argv, work)
+    # Copies beside the baseline, so the transcript shows short relative paths.
+    (work / "breakout_ppo.zip").write_bytes((ROOT / SHIPPED).read_bytes())
+    (work / "breakout_ppo_100k.zip").write_bytes((ROOT / EARLY).read_bytes())
+    for agent, baseline in [
+        ("breakout_ppo.zip", "base.npz"),
+        ("damaged.zip", "base.npz"),
+        ("breakout_ppo_100k.zip", "base.npz"),
+        ("breakout_ppo.zip", "nothere.npz"),
+    ]:
+        run(
+            f"rlcam check --agent {agent} --baseline {baseline}",
+            [*rlcam, "check", "--agent", agent, "--baseline", baseline],
+            work,
+        )
     run(
-        "head -c 5000 base.npz > broken.npz; rlcam check --agent agents/breakout_ppo.zip --baseline broken.npz",
-        [*rlcam, "check", "--agent", str(ROOT / SHIPPED), "--baseline", "broken.npz"],
+        "head -c 5000 base.npz > broken.npz; rlcam check --agent breakout_ppo.zip --baseline broken.npz",
+        [*rlcam, "check", "--agent", "breakout_ppo.zip", "--baseline", "broken.npz"],
         work,
     )
     print()
