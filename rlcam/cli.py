@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Replay a baseline trace (written by 'rlcam record') with a new agent and compare actions, maps and "
             "attention on game objects. Exit 0 within thresholds, 1 on regression, 2 on bad input."
         ),
-        epilog="example: rlcam check --agent new.zip --baseline base.npz --min-attention ball=0.2 --junit check.xml",
+        epilog="example: rlcam check --agent new.zip --baseline base.npz --max-attention-drop 0.5 --junit check.xml",
     )
     chk.add_argument("--agent", type=Path, required=True, help="the SB3 agent zip to check")
     chk.add_argument("--baseline", type=Path, required=True, help="a trace written by rlcam record")
@@ -150,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="OBJECT=SHARE",
-        help="least mean share of map mass near an object, e.g. ball=0.2 (repeatable)",
+        help="least mean share of map mass near an object, e.g. ball=0.02 (repeatable; last-conv maps are "
+        "coarse: the shipped agent has 0.026)",
     )
     chk.add_argument("--max-attention-drop", type=float, help="allowed relative drop from the baseline's share")
     chk.add_argument("--radius", type=float, help="px around an object counted as near it (default 10)")
