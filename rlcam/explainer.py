@@ -413,7 +413,8 @@ class Explainer:
 
             space = self.policy.observation_space
             self._image_scale = 255.0 if self.policy.normalize_images and is_image_space(space) else 1.0
-        return obs_t.float() / self._image_scale if self._image_scale != 1.0 else obs_t.float()
+        # One kernel: true division of the uint8 tensor gives float32, as ``.float() / 255`` does in two.
+        return torch.true_divide(obs_t, self._image_scale) if self._image_scale != 1.0 else obs_t.float()
 
     def _head_gradient(self, gradient, z: torch.Tensor, forward: Forward, actions: torch.Tensor) -> torch.Tensor:
         """``gradient`` (a ``rlcam.fasthead`` function) for the explained target."""
