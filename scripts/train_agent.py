@@ -6,7 +6,8 @@
 Run the same command again to resume from the newest checkpoint in ``--run-dir``.
 The learning-rate and clip schedules are linear in the progress over ``--steps``,
 so a resumed run follows the same schedule as an uninterrupted one. Progress
-(steps, steps/s, elapsed wall time summed over sessions, training score) goes to
+(steps, steps/s, elapsed wall time summed over sessions, without stretches over a minute in which
+the process was stopped, training score) goes to
 ``<run-dir>/progress.jsonl`` and stdout.
 
 DQN and QR-DQN also keep their replay buffer (``<run-dir>/replay_buffer.pkl``, about
@@ -71,6 +72,10 @@ def zoo_hyperparameters(algo: str) -> dict:
 
 N_ENVS = {"ppo": 8, "dqn": 1, "qrdqn": 1}
 REPLAY_BUFFER = "replay_buffer.pkl"
+# A gap this long between two env steps means the process was stopped (e.g. SIGSTOP while the
+# machine was needed for something else); it is left out of the elapsed training time. A PPO
+# update (4 epochs over 1024 samples) or saving the replay buffer takes well under this.
+STALL_S = 60.0
 
 
 def algo_class(algo: str):
@@ -101,6 +106,8 @@ class Progress(BaseCallback):
         self.every = every
         self.elapsed_before = elapsed_before
         self.started = time.time()
+        self.stalled = 0.0  # seconds the process did not run (stopped, suspended): not training time
+        self.last_step = self.started
         self.steps_at_start = 0
         self.next_log = 0
         self.next_ckpt = 0
@@ -111,9 +118,13 @@ class Progress(BaseCallback):
         self.next_ckpt = (self.num_timesteps // self.every + 1) * self.every
 
     def elapsed(self) -> float:
-        return self.elapsed_before + time.time() - self.started
+        return self.elapsed_before + time.time() - self.started - self.stalled
 
     def _on_step(self) -> bool:
+        now = time.time()
+        if now - self.last_step > STALL_S:  # a step never takes this long unless the process was stopped
+            self.stalled += now - self.last_step
+        self.last_step = now
         if self.num_timesteps >= self.next_log:
             self.next_log += 10_000
             self._log()
@@ -125,7 +136,7 @@ class Progress(BaseCallback):
     def _log(self) -> None:
         infos = self.model.ep_info_buffer
         score = sum(i["r"] for i in infos) / len(infos) if infos else float("nan")
-        rate = (self.num_timesteps - self.steps_at_start) / max(time.time() - self.started, 1e-9)
+        rate = (self.num_timesteps - self.steps_at_start) / max(time.time() - self.started - self.stalled, 1e-9)
         row = dict(
             steps=self.num_timesteps,
             elapsed_s=round(self.elapsed(), 1),
