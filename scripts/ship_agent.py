@@ -80,7 +80,7 @@ def model_card(dst: Path, run_dir: Path, result: dict, result_det: dict) -> str:
 | score, sampled actions (the policy's own distribution) | **{result["mean"]:.1f} +- {result["std"]:.1f}** over {result["games"]} full games |
 | versions | rlcam {rlcam.__version__}, stable-baselines3 {stable_baselines3.__version__}, torch {torch.__version__}, Python {platform.python_version()} |
 | sha256 | `{result["sha256"]}` |
-| size | {dst.stat().st_size / 1e6:.1f} MB (Adam state replaced by a fresh optimizer; plain `PPO.load` works) |
+| size | {dst.stat().st_size / 1e6:.1f} MB (Adam state replaced by a fresh optimizer; plain `{algo_class(result["algo"]).__name__}.load` works) |
 
 Evaluation protocol (`scripts/evaluate_agent.py`): {result["games"]} envs built as in training, env i seeded
 {result["seed"]} + i, each plays one full game (to game over, not life loss; cap {result["max_steps"]:,} agent
