@@ -271,9 +271,10 @@ class BackgroundFrames(_Atomic):
                 self._error = e
 
     def _raise_pending(self) -> None:
+        # Sticky: after a failure the worker only drains, so the video would miss frames; every later
+        # submit and close raise it again (close leaving no file).
         if self._error is not None:
-            error, self._error = self._error, None
-            raise error
+            raise self._error
 
     def submit(self, render, *args) -> None:
         """Queue one frame: ``render(*args)`` returns it, ``(H, W, 3)`` uint8 RGB."""

@@ -132,6 +132,22 @@ def test_background_failure_is_raised_in_the_caller_and_leaves_no_video(tmp_path
     assert _listing(tmp_path) == []
 
 
+def test_background_failure_stays_raised_even_if_the_caller_goes_on(tmp_path):
+    video = BackgroundFrames(FrameWriter(tmp_path / "run.mp4"), depth=1)
+    video.submit(lambda: (_ for _ in ()).throw(ValueError("render failed")))
+    frames = _frames(6)
+    raised = 0
+    for f in frames:  # a caller that ignores the error must not get a video with a hole in it
+        try:
+            video.submit(np.asarray, f)
+        except ValueError:
+            raised += 1
+    assert raised >= 4  # the first submits may run before the worker has failed
+    with pytest.raises(ValueError, match="render failed"):
+        video.close()
+    assert _listing(tmp_path) == []
+
+
 def test_background_ctrl_c_keeps_what_was_submitted(tmp_path):
     path = tmp_path / "run.mp4"
     with pytest.raises(KeyboardInterrupt):
