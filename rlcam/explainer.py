@@ -349,14 +349,10 @@ class Explainer:
         with torch.no_grad():
             x = self._preprocess(obs_t)
             acts, z, forward = head_forward(self._head, x, self.algo)
-            if needs == "weights":
-                gradient = functools.partial(head_channel_weights, channels=acts.shape[1])
-            else:
-                gradient = head_gradient
             maps = []
             for a in range(n_actions):
-                grads = self._head_gradient(gradient, z, forward, torch.full((n,), a, device=obs_t.device))
-                maps.append(self._method.fn(acts, grads if needs == "weights" else grads.view_as(acts)))
+                actions = torch.full((n,), a, device=obs_t.device)
+                maps.append(self._method.fn(acts, self._hand_written_grads(needs, acts, z, forward, actions)))
         return torch.stack(maps, dim=1).float().cpu().numpy()
 
     # -- where maps land ---------------------------------------------------------------------------
@@ -398,13 +394,15 @@ class Explainer:
             if actions is None:
                 actions = self._choose(forward.action_scores)
             score = explained_score(self.target, forward, actions)
-            grads = None
-            if want == "grads":
-                grads = [self._head_gradient(head_gradient, z, forward, actions).view_as(acts)]
-            elif want == "weights":
-                weights = functools.partial(head_channel_weights, channels=acts.shape[1])
-                grads = [self._head_gradient(weights, z, forward, actions)]
+            grads = None if want is None else [self._hand_written_grads(want, acts, z, forward, actions)]
         return [acts], grads, forward, actions, score
+
+    def _hand_written_grads(self, want: str, acts, z, forward: Forward, actions: torch.Tensor) -> torch.Tensor:
+        """dy/dA shaped like ``acts`` (``want="grads"``), or only its means over cells ``(N, K)`` ("weights")."""
+        if want == "weights":
+            weights = functools.partial(head_channel_weights, channels=acts.shape[1])
+            return self._head_gradient(weights, z, forward, actions)
+        return self._head_gradient(head_gradient, z, forward, actions).view_as(acts)
 
     def _preprocess(self, obs_t: torch.Tensor) -> torch.Tensor:
         """SB3's ``preprocess_obs`` for the policy's Box space, with its space checks done once."""
