@@ -44,6 +44,11 @@ __all__ = [
 # --- blending ---------------------------------------------------------------------------------
 
 
+def _as_index(heat: np.ndarray) -> np.ndarray:
+    """Colormap indices: uint8 heat is taken as indices already, float heat in [0, 1] is quantised."""
+    return np.ascontiguousarray(heat) if heat.dtype == np.uint8 else _heat_index(heat)
+
+
 @functools.lru_cache(maxsize=8)
 def _mask_table(alpha: float) -> tuple[int, ...]:
     """LUT index -> Pillow mask byte: opacity ``alpha * heat`` scaled to 0..255."""
@@ -146,13 +151,12 @@ def draw_action_grid(
     _text(img, (gap, round(font.size * 0.4)), f"every action's map, one scale: 0 .. {cam_scale:.3g}", font, _DIM)
     game = Image.fromarray(np.ascontiguousarray(frame)).resize((tile_w, tile_h), Image.Resampling.NEAREST)
     bars = np.asarray(info.bars, dtype=np.float64).reshape(-1)
-    as_index = _heat_index if heats.dtype != np.uint8 else np.ascontiguousarray
     for a, name in enumerate(names):
         row, col = divmod(a, cols)
         x = gap + col * (tile_w + gap)
         y = title_h + row * (caption_h + tile_h + gap)
         tile = game.copy()
-        _paint_heat(tile, Image.fromarray(as_index(heats[a])), _check_alpha(alpha))
+        _paint_heat(tile, Image.fromarray(_as_index(heats[a])), _check_alpha(alpha))
         img.paste(tile, (x, y + caption_h))
         chosen = a == info.action
         label = _fit(draw, f"{name}  {_fmt_bar(bars[a], info.bar_kind)}", font, tile_w)
@@ -198,14 +202,13 @@ def compose(
         raise ValueError(f"scale must be a positive integer, got {scale!r}")
     h, w = frame.shape[:2]
     big_h, big_w = h * scale, w * scale
-    as_index = _heat_index if heat.dtype != np.uint8 else np.ascontiguousarray
     if heat.shape == (h, w):
         # Quantise before resizing: Pillow upsamples 8-bit images far faster than float ones.
-        index = Image.fromarray(as_index(heat))
+        index = Image.fromarray(_as_index(heat))
         if scale > 1:
             index = index.resize((big_w, big_h), Image.Resampling.BILINEAR)
     elif heat.shape == (big_h, big_w):
-        index = Image.fromarray(as_index(heat))
+        index = Image.fromarray(_as_index(heat))
     else:
         raise ValueError(f"heat must be {(h, w)} or {(big_h, big_w)} for frame {frame.shape}, got {heat.shape}")
     pw = default_panel_width(big_h) if panel_width is None else int(panel_width)
