@@ -93,10 +93,6 @@ class Placement:
     to_input_y: np.ndarray  # (H, h)
     to_input_x: np.ndarray  # (W, w)
 
-    def on_input(self, cam: np.ndarray) -> np.ndarray:
-        """``cam (..., h, w)`` -> ``(..., H, W)`` on the policy-input grid."""
-        return self.to_input_y @ cam @ self.to_input_x.T
-
     def frame_matrices(self, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
         """Matrices taking a layer map straight to a ``(height, width)`` frame.
 

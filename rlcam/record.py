@@ -287,7 +287,7 @@ class StepWriter:
             h, w = frame_hw
             matrices = self.explainer.placement.frame_matrices(h * self.scale, w * self.scale)
             self._to_frame = [torch.from_numpy(m) for m in matrices]
-        return _heat_index(cam, scale, *self._to_frame)
+        return _placed_indices(cam, scale, *self._to_frame)
 
     def tile_heats(self, cams: np.ndarray, frame_hw: tuple[int, int], scale: float) -> np.ndarray:
         """Colormap indices ``(A, tile_h, tile_w)`` for the grid, from maps ``cams (A, h, w)``."""
@@ -295,7 +295,7 @@ class StepWriter:
             width = frame_hw[1] * self.scale + default_panel_width(frame_hw[0] * self.scale)
             _, _, tile_h, tile_w = grid_tile_size(frame_hw, width, len(cams))
             self._to_tile = [torch.from_numpy(m) for m in self.explainer.placement.frame_matrices(tile_h, tile_w)]
-        return _heat_index(cams, scale, *self._to_tile)
+        return _placed_indices(cams, scale, *self._to_tile)
 
     def write(self, obs, raw_frames, explained, rewards, dones, infos, objects=None) -> np.ndarray:
         """Write the step where ``explained`` was computed for ``obs`` and the env answered with the rest.
@@ -384,7 +384,7 @@ class StepWriter:
         return game_over
 
 
-def _heat_index(cam: np.ndarray, scale: float, ys: torch.Tensor, xs: torch.Tensor) -> np.ndarray:
+def _placed_indices(cam: np.ndarray, scale: float, ys: torch.Tensor, xs: torch.Tensor) -> np.ndarray:
     """``round(255 * clip(Ry cam Rx^T / scale, 0, 1))`` as uint8, for maps ``(..., h, w)``.
 
     The 255 / scale is folded into the small map before the two matmuls (in torch, so they obey
