@@ -133,6 +133,8 @@ class Explanation:
     # (N, C) float32: each input channel's (stacked frame's) share of the map, for methods that
     # attribute to the input (``guided``); (N, 0) for the others.
     frame_shares: np.ndarray = field(default_factory=_no_shares)
+    # (N, A, h, w) float32: every action's raw map, when ``explain(..., all_actions=True)``; else None.
+    action_cams: np.ndarray | None = None
 
 
 class Explainer:
@@ -257,13 +259,15 @@ class Explainer:
 
     # -- the work ---------------------------------------------------------------------------------
 
-    def explain(self, obs: np.ndarray, actions: np.ndarray | None = None) -> Explanation:
+    def explain(self, obs: np.ndarray, actions: np.ndarray | None = None, all_actions: bool = False) -> Explanation:
         """Choose actions for ``obs (N, C, H, W)`` (or one ``(C, H, W)``) and explain them.
 
         Args:
             obs: policy inputs, as the env gives them.
             actions: ``(N,)`` explain these actions instead of choosing (e.g. another agent's
                 choices, or a fixed action across randomised models); they are returned as given.
+            all_actions: also map every action (``Explanation.action_cams``, see ``action_maps``);
+                with the hand-written head the gradient methods take them from this call's forward.
         """
         obs = self._batch(obs)
         obs_t = torch.as_tensor(obs, device=self.policy.device)
@@ -280,7 +284,7 @@ class Explainer:
         needs = self._method.needs
         want = "weights" if needs == "weights" else "grads" if needs in ("grads", "guided", "layers") else None
         pass_ = self._hand_written_pass if self._head is not None else self._autograd_pass
-        acts, grads, forward, actions, score = pass_(obs_t, actions, want)
+        acts, grads, forward, actions, score, z = pass_(obs_t, actions, want)
         shares = None
         if needs in ("weights", "grads"):
             cam = self._method.fn(acts[0], grads[0])
@@ -297,6 +301,12 @@ class Explainer:
             maps = [layer_cam(a, g) for a, g in zip(acts, grads, strict=True)]
             cam = self._method.fn([maps[0]] + [self._on_input(i, m, obs.shape[2:]) for i, m in enumerate(maps[1:])])
         cam = cam.detach().float()
+        action_cams = None
+        if all_actions:
+            if z is not None and needs in ("weights", "grads"):  # the hand-written head's forward serves all
+                action_cams = self._every_action(acts[0], z, forward).cpu().numpy()
+            else:
+                action_cams = self._each_action(obs)
         if self.placement is None:
             self.placement = self._placement(tuple(cam.shape[1:]), obs.shape[2:])
             self._placement_t = None
@@ -318,6 +328,7 @@ class Explainer:
             frame_shares=np.zeros((len(obs), 0), np.float32)
             if shares is None
             else shares.cpu().numpy().astype(np.float32),
+            action_cams=action_cams,
         )
 
     def _batch(self, obs: np.ndarray) -> np.ndarray:
@@ -338,22 +349,32 @@ class Explainer:
         Map ``a`` explains the target for action ``a`` as if it had been chosen (for ``contrast:B``,
         a against B; the critic's map is the same for every action). With the hand-written head,
         the gradient methods share one forward: each further action costs two small matmuls.
-        Other methods run ``explain`` once per action.
+        Other methods run ``explain`` once per action. ``explain(obs, all_actions=True)`` gives
+        the same maps beside the chosen action's explanation, from the same forward.
         """
         obs = self._batch(obs)
-        n, n_actions = len(obs), int(self.policy.action_space.n)
         needs = self._method.needs
         if self._head is None or needs not in ("weights", "grads"):
-            return np.stack([self.explain(obs, actions=np.full(n, a)).cam for a in range(n_actions)], axis=1)
+            return self._each_action(obs)
         obs_t = torch.as_tensor(obs, device=self.policy.device)
         with torch.no_grad():
-            x = self._preprocess(obs_t)
-            acts, z, forward = head_forward(self._head, x, self.algo)
-            maps = []
+            acts, z, forward = head_forward(self._head, self._preprocess(obs_t), self.algo)
+            return self._every_action(acts, z, forward).cpu().numpy()
+
+    def _every_action(self, acts: torch.Tensor, z: torch.Tensor, forward: Forward) -> torch.Tensor:
+        """Every action's map ``(N, A, h, w)`` from one hand-written forward (gradient methods)."""
+        n, n_actions = len(acts), int(self.policy.action_space.n)
+        maps = []
+        with torch.no_grad():
             for a in range(n_actions):
-                actions = torch.full((n,), a, device=obs_t.device)
-                maps.append(self._method.fn(acts, self._hand_written_grads(needs, acts, z, forward, actions)))
-        return torch.stack(maps, dim=1).float().cpu().numpy()
+                actions = torch.full((n,), a, device=acts.device)
+                maps.append(self._method.fn(acts, self._hand_written_grads(self._method.needs, acts, z, forward, actions)))
+        return torch.stack(maps, dim=1).float()
+
+    def _each_action(self, obs: np.ndarray) -> np.ndarray:
+        """Every action's map ``(N, A, h, w)``, one ``explain`` per action (methods without a shared pass)."""
+        n, n_actions = len(obs), int(self.policy.action_space.n)
+        return np.stack([self.explain(obs, actions=np.full(n, a)).cam for a in range(n_actions)], axis=1)
 
     # -- where maps land ---------------------------------------------------------------------------
 
@@ -387,6 +408,7 @@ class Explainer:
         """Forward and dy/dA with the head's gradient written out (``rlcam.fasthead``): no autograd.
 
         ``want``: ``"grads"`` dy/dA, ``"weights"`` only its means over cells ``(N, K)``, or None.
+        Returns activations, gradients, forward, actions, score and the head's hidden input ``z``.
         """
         with torch.no_grad():
             x = self._preprocess(obs_t)
@@ -395,7 +417,7 @@ class Explainer:
                 actions = self._choose(forward.action_scores)
             score = explained_score(self.target, forward, actions)
             grads = None if want is None else [self._hand_written_grads(want, acts, z, forward, actions)]
-        return [acts], grads, forward, actions, score
+        return [acts], grads, forward, actions, score, z
 
     def _hand_written_grads(self, want: str, acts, z, forward: Forward, actions: torch.Tensor) -> torch.Tensor:
         """dy/dA shaped like ``acts`` (``want="grads"``), or only its means over cells ``(N, K)`` ("weights")."""
@@ -429,7 +451,8 @@ class Explainer:
         """Forward through the policy's modules; autograd from the hooked layer on.
 
         In the ``fine`` mode the graph starts at the input instead (float, in observation units),
-        which comes first in the returned activations and gradients.
+        which comes first in the returned activations and gradients. Returns what
+        ``_hand_written_pass`` does, with None for ``z``.
         """
         self._acts = [[] for _ in self.layers]
         x = obs_t.float().requires_grad_(True) if self._from_input else obs_t
@@ -458,7 +481,7 @@ class Explainer:
         finally:
             self._acts = [[] for _ in self.layers]
         forward = Forward(forward.action_scores.detach(), forward.value.detach())
-        return [a.detach() for a in acts], grads, forward, actions, score.detach()
+        return [a.detach() for a in acts], grads, forward, actions, score.detach(), None
 
     def _plain_forward(self, inputs: torch.Tensor) -> Forward:
         """The policy on float inputs in observation units, without a graph or the capture hooks."""

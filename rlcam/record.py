@@ -243,9 +243,10 @@ class StepWriter:
         norm, scale, alpha: display settings (see ``RecordConfig``).
         save_obs: also store the policy inputs in the trace.
         video_env: which env the video shows.
-        all_actions: also explain every action (``Explainer.action_maps``): a grid under the video,
-            one tile per action on a shared scale (its own running normaliser), and
-            ``action_cams (N, A, h, w)`` in the trace.
+        all_actions: also show every action's map (``Explanation.action_cams``, from
+            ``explain(obs, all_actions=True)``, else computed here with ``Explainer.action_maps``):
+            a grid under the video, one tile per action on a shared scale (its own running
+            normaliser), and ``action_cams (N, A, h, w)`` in the trace.
     """
 
     def __init__(
@@ -314,7 +315,9 @@ class StepWriter:
         scales = self.norm.update(explained.cam)
         action_cams = None
         if self.all_actions:
-            action_cams = self.explainer.action_maps(obs)  # (N, A, h, w)
+            action_cams = explained.action_cams  # (N, A, h, w)
+            if action_cams is None:  # explained without them: one more pass
+                action_cams = self.explainer.action_maps(obs)
             action_scales = self.action_norm.update(action_cams.reshape(len(action_cams), -1, action_cams.shape[-1]))
         self.returns += rewards
         if self.video is not None:
@@ -422,7 +425,7 @@ def _loop(cfg, venv, env_id, explainer, names, video, trace, total, stop, on_ste
         and (total is None or writer.steps < total)
         and (cfg.episodes is None or writer.games < cfg.episodes)
     ):
-        explained = explainer.explain(obs)
+        explained = explainer.explain(obs, all_actions=cfg.all_actions)
         objects = positions(venv, env_id)  # read before stepping: where things were when the agent acted
         try:
             next_obs, rewards, dones, infos = venv.step(explained.actions)

@@ -271,15 +271,53 @@ def test_action_maps_equal_explaining_each_action(agent_zips, breakout_obs, algo
         n = len(breakout_obs)
         expected = [explainer.explain(breakout_obs, actions=np.full(n, a)).cam for a in range(n_actions)]
         chosen = explainer.explain(breakout_obs)
+        together = explainer.explain(breakout_obs, all_actions=True)  # the same maps from explain's own pass
+    assert chosen.action_cams is None
+    np.testing.assert_array_equal(together.cam, chosen.cam)
+    np.testing.assert_array_equal(together.actions, chosen.actions)
+    assert together.action_cams.shape == maps.shape and together.action_cams.dtype == np.float32
     assert maps.shape == (len(breakout_obs), n_actions, 7, 7) and maps.dtype == np.float32
     scale = max(float(np.abs(e).max()) for e in expected)
     assert scale > 0
     for a in range(n_actions):
         np.testing.assert_allclose(maps[:, a], expected[a], rtol=1e-4, atol=1e-6 * scale)
+        np.testing.assert_allclose(together.action_cams[:, a], expected[a], rtol=1e-4, atol=1e-6 * scale)
     rows = np.arange(len(breakout_obs))
     np.testing.assert_allclose(maps[rows, chosen.actions], chosen.cam, rtol=1e-4, atol=1e-6 * scale)
+    np.testing.assert_allclose(together.action_cams[rows, together.actions], together.cam, rtol=1e-4, atol=1e-6 * scale)
     if method != "eigencam" and target is None:  # different actions, different maps
         assert not np.allclose(maps[:, 0], maps[:, 1])
+
+
+class _Rows:
+    """A trace sink that keeps the rows."""
+
+    def __init__(self):
+        self.rows = []
+
+    def append(self, **row):
+        self.rows.append(row)
+
+
+def test_step_writer_maps_every_action_when_the_explanation_lacks_them(agent_zips, breakout_obs):
+    """The recorder takes every action's maps from ``explain``'s own pass; a caller that explained
+    without them gets the same rows from ``StepWriter``'s extra pass."""
+    from rlcam.record import StepWriter
+
+    agent = load_agent(agent_zips["ppo"])
+    n = len(breakout_obs)
+    rewards, dones, infos = np.zeros(n), np.zeros(n, bool), [{} for _ in range(n)]
+    with Explainer(agent) as explainer:
+        sinks = []
+        for all_actions in (True, False):
+            sink = _Rows()
+            writer = StepWriter(explainer, ["A", "B", "C", "D"], trace=sink, n_envs=n, all_actions=True)
+            writer.write(breakout_obs, None, explainer.explain(breakout_obs, all_actions=all_actions), rewards, dones, infos)
+            sinks.append(sink)
+    (together,), (apart,) = sinks[0].rows, sinks[1].rows
+    assert together["action_cams"].shape == (n, 4, 7, 7)
+    np.testing.assert_allclose(together["action_cams"], apart["action_cams"], rtol=1e-5, atol=1e-9)
+    np.testing.assert_array_equal(together["cam"], apart["cam"])
 
 
 def test_given_actions_are_explained(agent_zips, breakout_obs):
