@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from dataclasses import fields
 from typing import Any
 
 import numpy as np
@@ -169,7 +168,7 @@ class ExplainedPolicy:
         explanation = self._explain(obs, None, deterministic)
         if vectorized:
             return explanation.actions, state, explanation
-        single = Explanation(**{f.name: np.asarray(getattr(explanation, f.name)[0]) for f in fields(Explanation)})
+        single = explanation.sample(0)
         return single.actions, state, single
 
     def explain(self, observation: np.ndarray, actions=None, deterministic: bool = True) -> Explanation:

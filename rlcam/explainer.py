@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -135,6 +135,12 @@ class Explanation:
     frame_shares: np.ndarray = field(default_factory=_no_shares)
     # (N, A, h, w) float32: every action's raw map, when ``explain(..., all_actions=True)``; else None.
     action_cams: np.ndarray | None = None
+
+    def sample(self, i: int) -> Explanation:
+        """Observation ``i``'s explanation, without the batch axis (fields that are None stay None)."""
+        return Explanation(
+            **{f.name: None if (v := getattr(self, f.name)) is None else np.asarray(v[i]) for f in fields(self)}
+        )
 
 
 class Explainer:
@@ -364,11 +370,12 @@ class Explainer:
     def _every_action(self, acts: torch.Tensor, z: torch.Tensor, forward: Forward) -> torch.Tensor:
         """Every action's map ``(N, A, h, w)`` from one hand-written forward (gradient methods)."""
         n, n_actions = len(acts), int(self.policy.action_space.n)
+        needs = self._method.needs
         maps = []
         with torch.no_grad():
             for a in range(n_actions):
                 actions = torch.full((n,), a, device=acts.device)
-                maps.append(self._method.fn(acts, self._hand_written_grads(self._method.needs, acts, z, forward, actions)))
+                maps.append(self._method.fn(acts, self._hand_written_grads(needs, acts, z, forward, actions)))
         return torch.stack(maps, dim=1).float()
 
     def _each_action(self, obs: np.ndarray) -> np.ndarray:

@@ -312,7 +312,8 @@ def test_step_writer_maps_every_action_when_the_explanation_lacks_them(agent_zip
         for all_actions in (True, False):
             sink = _Rows()
             writer = StepWriter(explainer, ["A", "B", "C", "D"], trace=sink, n_envs=n, all_actions=True)
-            writer.write(breakout_obs, None, explainer.explain(breakout_obs, all_actions=all_actions), rewards, dones, infos)
+            explained = explainer.explain(breakout_obs, all_actions=all_actions)
+            writer.write(breakout_obs, None, explained, rewards, dones, infos)
             sinks.append(sink)
     (together,), (apart,) = sinks[0].rows, sinks[1].rows
     assert together["action_cams"].shape == (n, 4, 7, 7)
