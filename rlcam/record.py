@@ -28,7 +28,7 @@ from rlcam.explainer import Explainer
 from rlcam.norm import Normalizer
 from rlcam.objects import object_names, positions
 from rlcam.render import PanelInfo, compose, default_panel_width, grid_tile_size
-from rlcam.video import BackgroundFrames, FrameWriter, TraceWriter
+from rlcam.video import BackgroundFrames, FrameWriter, TraceWriter, placement_meta
 
 DEFAULT_STEPS = 1000
 
@@ -238,7 +238,9 @@ class StepWriter:
         action_names: one name per action, for the panel.
         video: where frames go (a ``FrameWriter``, ``BackgroundFrames``, or anything with
             ``append(frame)``), or None for a trace only.
-        trace: where the rows go, or None for a video only.
+        trace: where the rows go (a ``TraceWriter``: ``append(**row)`` and ``set_meta(**fields)``),
+            or None for a video only. Rows hold ``cam`` but not ``cam_input``: the placement goes
+            to meta, and ``load_trace`` rebuilds ``cam_input`` from the two.
         n_envs: envs per step; the trace gets an env axis when > 1.
         norm, scale, alpha: display settings (see ``RecordConfig``).
         save_obs: also store the policy inputs in the trace.
@@ -356,9 +358,11 @@ class StepWriter:
 
         game_over = np.array(["episode" in info for info in infos], dtype=bool)
         if self.trace is not None:
+            if self.steps == 0:  # cam_input is rebuilt on load from cam and this placement
+                placement = self.explainer.placement
+                self.trace.set_meta(cam_input_placement=placement_meta(placement.to_input_y, placement.to_input_x))
             row = dict(
                 cam=explained.cam,
-                cam_input=explained.cam_input,  # float32: float16 flushed maps below ~6e-8 to zero
                 action=explained.actions,
                 score=explained.score,
                 value=explained.value,

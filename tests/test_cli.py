@@ -9,8 +9,11 @@ import imageio.v2 as iio
 import imageio_ffmpeg
 import numpy as np
 import pytest
+import torch
 
+from rlcam.agents import load_agent
 from rlcam.cli import main
+from rlcam.explainer import Explainer
 from rlcam.video import load_trace
 from tests.conftest import build_model
 
@@ -61,11 +64,12 @@ def test_record_breakout_writes_video_and_trace(agent_zips, tmp_path, capsys):
         assert trace[key].dtype == dtype, key
     assert (trace["cam"] >= 0).all() and trace["cam"].max() > 0
     # cam_input is the 7x7 map resized bilinearly to 84x84, at full precision (tiny values kept)
-    import torch
     import torch.nn.functional as F
 
     resized = F.interpolate(torch.from_numpy(trace["cam"])[:, None].double(), (84, 84), mode="bilinear")[:, 0]
     np.testing.assert_allclose(trace["cam_input"], resized.numpy(), rtol=1e-5, atol=1e-7 * trace["cam"].max())
+    with np.load(tmp_path / "breakout.npz") as npz:  # stored as cam + placement, rebuilt on load
+        assert "cam_input" not in npz.files and "cam" in npz.files
     meta = trace.meta
     for key in (
         "rlcam_version",
@@ -195,6 +199,26 @@ def test_any_gymnasium_image_env(tmp_path, capsys):
     trace = load_trace(out.with_suffix(".npz"))
     assert trace["cam"].shape[0] == 32 and trace["game_over"][-1] and trace.meta["atari_wrappers"] is False
     assert trace["cam_input"].shape[1:] == (84, 84)
+
+
+@pytest.mark.parametrize("extra", [["--method", "guided"], ["--placement", "rf"], ["--method", "perturbation"]])
+def test_rebuilt_cam_input_equals_the_explainers(agent_zips, tmp_path, capsys, extra):
+    """The trace keeps cam and the placement; the cam_input load_trace rebuilds is the explainer's own,
+    for maps placed from the layer (rf), from perturbation probes and already on the input (guided)."""
+    out = tmp_path / "run.mp4"
+    args = ["record", "--agent", agent_zips["ppo"], "--steps", 3, "--out", out, "--save-obs", *extra]
+    code, _, err = run(args, capsys)
+    assert code == 0, err
+    trace = load_trace(out.with_suffix(".npz"))
+    with Explainer(load_agent(agent_zips["ppo"]), method=trace.meta["method"], placement=trace.meta["placement"]) as ex:
+        expected = ex.explain(trace["obs"], actions=trace["action"])  # a batch of 3: not bit-equal to 3 of 1
+    scale = float(expected.cam_input.max())
+    assert scale > 0 and trace["cam_input"].shape == expected.cam_input.shape == (3, 84, 84)
+    np.testing.assert_allclose(trace["cam_input"], expected.cam_input, rtol=1e-3, atol=1e-4 * scale)
+    # and exactly what the explainer's placement makes of the stored maps, as explain does it (torch float32)
+    ry, rx = (torch.as_tensor(m, dtype=torch.float32) for m in (ex.placement.to_input_y, ex.placement.to_input_x))
+    placed = (ry @ torch.from_numpy(trace["cam"]) @ rx.T).numpy()
+    np.testing.assert_allclose(trace["cam_input"], placed, rtol=1e-6, atol=1e-9 * scale)
 
 
 def test_info_lists_layers(agent_zips, capsys):

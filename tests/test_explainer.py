@@ -294,9 +294,13 @@ class _Rows:
 
     def __init__(self):
         self.rows = []
+        self.meta = {}
 
     def append(self, **row):
         self.rows.append(row)
+
+    def set_meta(self, **fields):
+        self.meta.update(fields)
 
 
 def test_step_writer_maps_every_action_when_the_explanation_lacks_them(agent_zips, breakout_obs):

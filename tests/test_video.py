@@ -13,7 +13,7 @@ from imageio_ffmpeg import count_frames_and_secs
 from PIL import Image
 
 from rlcam.errors import RlcamError
-from rlcam.video import BackgroundFrames, FrameWriter, Trace, TraceWriter, load_trace
+from rlcam.video import BackgroundFrames, FrameWriter, Trace, TraceWriter, load_trace, placement_meta
 
 N = 12
 
@@ -382,6 +382,51 @@ def test_load_trace_rejects_npz_without_meta_and_unknown_keys(tmp_path, valid_tr
         load_trace(plain)
     with pytest.raises(RlcamError, match="nope"):
         load_trace(valid_trace, keys=["nope"])
+
+
+def _cam_trace(path, placement=None, cam_input=None, n_envs=None):
+    """A trace of 4 steps of 3x2 maps; placement in meta (set while writing) and/or stored cam_input."""
+    rng = np.random.default_rng(1)
+    shape = (3, 2) if n_envs is None else (n_envs, 3, 2)
+    cams = rng.random((4, *shape), dtype=np.float32)
+    with TraceWriter(path, {"k": 1}) as trace:
+        if placement is not None:
+            trace.set_meta(cam_input_placement=placement)
+        for t in range(4):
+            row = dict(cam=cams[t], action=np.int64(t))
+            if cam_input is not None:
+                row["cam_input"] = cam_input[t]
+            trace.append(**row)
+    return cams
+
+
+@pytest.mark.parametrize("n_envs", [None, 2])
+def test_load_trace_rebuilds_cam_input_from_cam_and_the_placement(tmp_path, n_envs):
+    ry = np.array([[1.0, 0, 0], [0.25, 0.75, 0], [0, 0.5, 0.5], [0, 0, 1.0], [0, 0, 1.0]])  # 5 x 3
+    rx = np.array([[1.0, 0], [1 / 3, 2 / 3], [0, 1.0], [0, 1.0]])  # 4 x 2
+    path = tmp_path / "run.npz"
+    cams = _cam_trace(path, placement_meta(ry, rx), n_envs=n_envs)
+    expected = np.einsum("Hh,...hw,Ww->...HW", ry, cams.astype(np.float64), rx)  # independent: float64 einsum
+    loaded = load_trace(path)
+    assert loaded["cam_input"].dtype == np.float32 and loaded["cam_input"].shape == expected.shape
+    np.testing.assert_allclose(loaded["cam_input"], expected, rtol=1e-6)
+    assert loaded.meta["k"] == 1 and set(loaded.keys()) == {"cam", "action", "cam_input"}
+    only = load_trace(path, keys=["cam_input"])  # cam is read to rebuild it, but not returned
+    assert list(only.keys()) == ["cam_input"]
+    np.testing.assert_array_equal(only["cam_input"], loaded["cam_input"])
+
+
+def test_load_trace_prefers_a_stored_cam_input_and_rejects_a_bad_placement(tmp_path):
+    stored = np.full((4, 5, 4), 7.0, np.float32)  # deliberately not the placement of cam
+    _cam_trace(tmp_path / "both.npz", placement_meta(np.ones((5, 3)), np.ones((4, 2))), cam_input=stored)
+    np.testing.assert_array_equal(load_trace(tmp_path / "both.npz")["cam_input"], stored)
+    _cam_trace(tmp_path / "bad.npz", placement_meta(np.ones((5, 9)), np.ones((4, 2))))  # 9 columns, maps 3 rows
+    with pytest.raises(RlcamError, match="placement"):
+        load_trace(tmp_path / "bad.npz")
+    _cam_trace(tmp_path / "none.npz")  # no placement and no stored cam_input: the key does not exist
+    assert "cam_input" not in load_trace(tmp_path / "none.npz")
+    with pytest.raises(RlcamError, match="has no cam_input"):
+        load_trace(tmp_path / "none.npz", keys=["cam_input"])
 
 
 @pytest.mark.parametrize("name", ["missing/run.npz", "file.txt/run.npz", "run.zip"])
