@@ -7,7 +7,8 @@ frame skip 4, episodic life with fire reset, 84x84 grey, 4-frame stack), env i s
 ``seed + i``; each plays exactly one full game (until game over, not life loss; at
 most ``--max-steps`` agent steps, 27,000 = 108,000 frames, the usual Atari cap). The
 score is the unclipped game score. Actions come from ``model.predict`` - sampled
-(``--stochastic``, default) or argmax (``--deterministic``). Prints mean +- std and
+(``--stochastic``, default: the policy's distribution for PPO/A2C, epsilon-greedy with the
+saved exploration rate for DQN/QR-DQN) or argmax (``--deterministic``). Prints mean +- std and
 the per-game scores, and with ``--json`` writes them to a file.
 """
 
@@ -29,6 +30,10 @@ from rlcam.envs import make_env  # noqa: E402
 
 
 def evaluate(path: Path, env: str, games: int, seed: int, deterministic: bool, max_steps: int) -> dict:
+    # SB3 samples PPO/A2C actions with torch's global generator and DQN's epsilon-greedy
+    # choices with numpy's: both seeded, so a sampled evaluation repeats exactly.
+    torch.manual_seed(seed)
+    np.random.seed(seed)
     agent = load_agent(path)
     venv, info = make_env(env, n_envs=games, seed=seed)
     obs = venv.reset()
@@ -77,7 +82,6 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=27_000)
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args()
-    torch.manual_seed(args.seed)  # SB3 samples actions with torch's global generator
     torch.set_num_threads(1)
     result = evaluate(args.agent, args.env, args.games, args.seed, args.deterministic, args.max_steps)
     print(

@@ -4,8 +4,11 @@
         --games 10 --seed 100
 
 Smaller zip: the Adam state (moments for every weight, two thirds of a PPO zip) is
-replaced by a fresh optimizer, and the last rollout observation is dropped; plain
-``PPO.load`` still works and acts identically (checked here on real observations).
+replaced by a fresh optimizer, and the last rollout observation is dropped. DQN and
+QR-DQN also carry a target network, used only in training: it is saved as the online
+network (its tensors share storage, so ``torch.save`` writes them once, and a load gets
+a target freshly synced to the online net). Plain ``PPO.load`` / ``DQN.load`` /
+``QRDQN.load`` still work and act identically (checked here on real observations).
 Then the agent is scored with ``scripts/evaluate_agent.py``'s protocol and the model
 card ``<zip stem>.md`` is written beside it.
 """
@@ -16,6 +19,7 @@ import argparse
 import json
 import platform
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -36,12 +40,36 @@ def slim_copy(src: Path, dst: Path) -> None:
     agent = load_agent(src, trust=True)
     model = agent.model
     policy = model.policy
-    policy.optimizer = policy.optimizer_class(policy.parameters(), lr=1e-4, **policy.optimizer_kwargs)
+    networks = _target_network(policy)
+    trained = policy if networks is None else networks[0]  # what SB3 builds the optimizer over
+    policy.optimizer = policy.optimizer_class(trained.parameters(), lr=1e-4, **policy.optimizer_kwargs)
     model._last_obs = None
     model._last_original_obs = None
+    if networks is not None:
+        online, target = networks
+        for mine, synced in zip(target.parameters(), online.parameters(), strict=True):
+            mine.data = synced.data  # one storage: written once; loaded as two (load_state_dict copies)
     dst.parent.mkdir(parents=True, exist_ok=True)
     model.save(dst)
+    _deflate(dst)
     check_same_actions(src, dst, agent.algo)
+
+
+def _deflate(path: Path) -> None:
+    """Re-pack SB3's zip with compression (it stores members uncompressed); ``zipfile`` reads both."""
+    packed = path.with_suffix(".deflated.zip")
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as out:
+        for info in src.infolist():
+            out.writestr(info.filename, src.read(info.filename))
+    packed.replace(path)
+
+
+def _target_network(policy) -> tuple[torch.nn.Module, torch.nn.Module] | None:
+    """(online, target) networks of a DQN-family policy; None for actor-critics."""
+    for online, target in (("q_net", "q_net_target"), ("quantile_net", "quantile_net_target")):
+        if hasattr(policy, target):
+            return getattr(policy, online), getattr(policy, target)
+    return None
 
 
 def check_same_actions(src: Path, dst: Path, algo: str) -> None:
@@ -59,13 +87,20 @@ def check_same_actions(src: Path, dst: Path, algo: str) -> None:
     venv.close()
 
 
-def model_card(dst: Path, run_dir: Path, result: dict, result_det: dict) -> str:
+def model_card(dst: Path, run_dir: Path, result: dict, result_det: dict, notes: str = "") -> str:
     import stable_baselines3
 
     config = json.loads((run_dir / "config.json").read_text())
     state = json.loads((run_dir / "state.json").read_text()) if (run_dir / "state.json").exists() else {}
     steps = result.get("trained_steps")
     hours = state.get("elapsed_s", float("nan")) / 3600
+    if result["algo"] in ("ppo", "a2c"):
+        sampled = "sampled actions (the policy's own distribution)"
+        slimmed = "Adam state replaced by a fresh optimizer"
+    else:
+        sampled = f"epsilon-greedy actions (epsilon {result['epsilon']:g}, the final exploration rate)"
+        slimmed = "Adam state replaced by a fresh optimizer, the target network saved as the online one"
+    notes = f"\nNotes:\n\n{notes.strip()}\n" if notes.strip() else ""
     return f"""# {dst.name}
 
 | | |
@@ -77,16 +112,16 @@ def model_card(dst: Path, run_dir: Path, result: dict, result_det: dict) -> str:
 | machine | {config["machine"]}, 2 CPU cores, no GPU |
 | seed | {config["seed"]} |
 | score, argmax actions (what `rlcam record` plays by default) | **{result_det["mean"]:.1f} +- {result_det["std"]:.1f}** over {result_det["games"]} full games ({result_det["games_hitting_cap"]} hit the step cap) |
-| score, sampled actions (the policy's own distribution) | **{result["mean"]:.1f} +- {result["std"]:.1f}** over {result["games"]} full games |
+| score, {sampled} | **{result["mean"]:.1f} +- {result["std"]:.1f}** over {result["games"]} full games ({result["games_hitting_cap"]} hit the step cap) |
 | versions | rlcam {rlcam.__version__}, stable-baselines3 {stable_baselines3.__version__}, torch {torch.__version__}, Python {platform.python_version()} |
 | sha256 | `{result["sha256"]}` |
-| size | {dst.stat().st_size / 1e6:.1f} MB (Adam state replaced by a fresh optimizer; plain `{algo_class(result["algo"]).__name__}.load` works) |
+| size | {dst.stat().st_size / 1e6:.1f} MB ({slimmed}, members deflated; plain `{algo_class(result["algo"]).__name__}.load` works) |
 
 Evaluation protocol (`scripts/evaluate_agent.py`): {result["games"]} envs built as in training, env i seeded
 {result["seed"]} + i, each plays one full game (to game over, not life loss; cap {result["max_steps"]:,} agent
 steps), unclipped game score, actions from `model.predict`.
-Per-game scores, argmax: {result_det["scores"]}; sampled: {result["scores"]}
-
+Per-game scores, argmax: {result_det["scores"]}; {sampled.split(" (")[0]}: {result["scores"]}
+{notes}
 Reproduce:
 
 ```
@@ -106,14 +141,16 @@ def main() -> None:
     parser.add_argument("dst", type=Path)
     parser.add_argument("--games", type=int, default=10)
     parser.add_argument("--seed", type=int, default=100)
+    parser.add_argument("--notes", type=Path, help="a Markdown file appended to the card (the run's history)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     slim_copy(args.checkpoint, args.dst)
-    torch.manual_seed(args.seed)
     result = evaluate(args.dst, "Breakout", args.games, args.seed, deterministic=False, max_steps=27_000)
     result_det = evaluate(args.dst, "Breakout", args.games, args.seed, deterministic=True, max_steps=27_000)
     result["trained_steps"] = int(load_agent(args.dst).model.num_timesteps)
-    card = model_card(args.dst, args.checkpoint.parent, result, result_det)
+    result["epsilon"] = float(getattr(load_agent(args.dst).model, "exploration_rate", 0.0))
+    notes = args.notes.read_text() if args.notes else ""
+    card = model_card(args.dst, args.checkpoint.parent, result, result_det, notes)
     args.dst.with_suffix(".md").write_text(card)
     args.dst.with_suffix(".eval.json").write_text(json.dumps(dict(sampled=result, argmax=result_det), indent=1))
     print(card)
