@@ -3,7 +3,8 @@
     python scripts/train_agent.py --algo ppo --env BreakoutNoFrameskip-v4 \
         --steps 2000000 --seed 0 --run-dir runs/ppo_breakout
 
-Run the same command again to resume from the newest checkpoint in ``--run-dir``.
+Run the same command again to resume from the newest checkpoint in ``--run-dir``;
+Ctrl-C (or SIGTERM) ends the run at the current step with a checkpoint, to resume from.
 The learning-rate and clip schedules are linear in the progress over ``--steps``,
 so a resumed run follows the same schedule as an uninterrupted one. Progress
 (steps, steps/s, elapsed wall time summed over sessions, without stretches over a minute in which
@@ -24,6 +25,7 @@ import argparse
 import json
 import platform
 import re
+import signal
 import time
 from pathlib import Path
 
@@ -111,6 +113,7 @@ class Progress(BaseCallback):
         self.steps_at_start = 0
         self.next_log = 0
         self.next_ckpt = 0
+        self.stop_requested = False  # set by SIGINT/SIGTERM: end learn() at this step, then save
 
     def _on_training_start(self) -> None:
         self.steps_at_start = self.num_timesteps
@@ -131,7 +134,7 @@ class Progress(BaseCallback):
         if self.num_timesteps >= self.next_ckpt:
             self.next_ckpt += self.every
             self.save()
-        return True
+        return not self.stop_requested
 
     def _log(self) -> None:
         infos = self.model.ep_info_buffer
@@ -211,6 +214,13 @@ def main() -> None:
         print("already trained to --steps; nothing to do")
         return
     progress = Progress(args.run_dir, args.checkpoint_every, elapsed_before)
+
+    def stop(signum, frame):
+        print(f"{signal.Signals(signum).name}: stopping after this step and saving a checkpoint", flush=True)
+        progress.stop_requested = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     # reset_num_timesteps=False adds num_timesteps to the total, so the schedules
     # keep running over the full --steps budget after a resume.
     model.learn(remaining, callback=progress, reset_num_timesteps=False)
