@@ -27,7 +27,7 @@ from rlcam.errors import RlcamError
 from rlcam.explainer import Explainer
 from rlcam.norm import Normalizer
 from rlcam.objects import object_names, positions
-from rlcam.render import PanelInfo, compose, default_panel_width, grid_tile_size
+from rlcam.render import PanelInfo, compose, grid_tile_size, view_width
 from rlcam.video import BackgroundFrames, FrameWriter, TraceWriter, placement_meta
 
 DEFAULT_STEPS = 1000
@@ -295,8 +295,7 @@ class StepWriter:
     def tile_heats(self, cams: np.ndarray, frame_hw: tuple[int, int], scale: float) -> np.ndarray:
         """Colormap indices ``(A, tile_h, tile_w)`` for the grid, from maps ``cams (A, h, w)``."""
         if self._to_tile is None:
-            width = frame_hw[1] * self.scale + default_panel_width(frame_hw[0] * self.scale)
-            _, _, tile_h, tile_w = grid_tile_size(frame_hw, width, len(cams))
+            _, _, tile_h, tile_w = grid_tile_size(frame_hw, view_width(frame_hw, self.scale), len(cams))
             self._to_tile = [torch.from_numpy(m) for m in self.explainer.placement.frame_matrices(tile_h, tile_w)]
         return _placed_indices(cams, scale, *self._to_tile)
 

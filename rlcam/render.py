@@ -38,6 +38,7 @@ __all__ = [
     "draw_panel",
     "grid_tile_size",
     "overlay",
+    "view_width",
 ]
 
 
@@ -97,6 +98,13 @@ def overlay(frame: np.ndarray, heat: np.ndarray, alpha: float = 0.6) -> np.ndarr
 # --- the all-actions grid -----------------------------------------------------------------------
 
 _GRID_MAX_COLS = 6
+
+
+def view_width(frame_hw: tuple[int, int], scale: int, panel_width: int | None = None) -> int:
+    """Width of :func:`compose`'s view (upscaled game + panel) before even-size padding: the width
+    the all-actions grid under it is laid out for."""
+    panel = default_panel_width(frame_hw[0] * scale) if panel_width is None else int(panel_width)
+    return frame_hw[1] * scale + panel
 
 
 def grid_tile_size(frame_hw: tuple[int, int], width: int, n_actions: int) -> tuple[int, int, int, int]:
@@ -211,7 +219,7 @@ def compose(
         index = Image.fromarray(_as_index(heat))
     else:
         raise ValueError(f"heat must be {(h, w)} or {(big_h, big_w)} for frame {frame.shape}, got {heat.shape}")
-    pw = default_panel_width(big_h) if panel_width is None else int(panel_width)
+    pw = view_width((h, w), scale, panel_width) - big_w
 
     game = Image.fromarray(np.ascontiguousarray(frame))
     if scale > 1:
