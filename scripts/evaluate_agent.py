@@ -30,11 +30,13 @@ from rlcam.envs import make_env  # noqa: E402
 
 
 def evaluate(path: Path, env: str, games: int, seed: int, deterministic: bool, max_steps: int) -> dict:
-    # SB3 samples PPO/A2C actions with torch's global generator and DQN's epsilon-greedy
-    # choices with numpy's: both seeded, so a sampled evaluation repeats exactly.
+    # SB3 samples PPO/A2C actions with torch's global generator; DQN's epsilon-greedy draws
+    # "explore?" from numpy's and the random action from the action space's own generator
+    # (seeded from the OS unless seeded here): all three seeded, so a sampled evaluation repeats.
     torch.manual_seed(seed)
     np.random.seed(seed)
     agent = load_agent(path)
+    agent.model.action_space.seed(seed)
     venv, info = make_env(env, n_envs=games, seed=seed)
     obs = venv.reset()
     scores = np.full(games, np.nan)

@@ -101,15 +101,21 @@ def model_card(dst: Path, run_dir: Path, result: dict, result_det: dict, notes: 
         sampled = f"epsilon-greedy actions (epsilon {result['epsilon']:g}, the final exploration rate)"
         slimmed = "Adam state replaced by a fresh optimizer, the target network saved as the online one"
     notes = f"\nNotes:\n\n{notes.strip()}\n" if notes.strip() else ""
+    envs = f"{config['n_envs']} env{'s' if config['n_envs'] != 1 else ''}"
+    stopped = (
+        f"# stopped with Ctrl-C at {steps:,} steps (a stop saves a checkpoint there)\n"
+        if steps < config["steps"]
+        else ""
+    )
     return f"""# {dst.name}
 
 | | |
 |---|---|
 | algorithm | {result["algo"].upper()} (`{config["algo"]}` settings from rl-zoo's Atari hyperparameters, see `scripts/train_agent.py`) |
 | env | `{config["env"]}` via SB3 `make_atari_env` (noop reset 30, frame skip 4 with max-pool, episodic life, fire reset, 84x84 grey, reward clipping in training) + `VecFrameStack(4)`; channel-first `(4, 84, 84)` uint8 |
-| steps trained | {steps:,} env steps (of a {config["steps"]:,}-step schedule; {config["n_envs"]} envs) |
+| steps trained | {steps:,} env steps (of a {config["steps"]:,}-step schedule; {envs}) |
 | wall time | {hours:.2f} h of training, summed over sessions |
-| machine | {config["machine"]}, 2 CPU cores, no GPU |
+| machine | {config["machine"]} at the start, 2 CPU cores, no GPU |
 | seed | {config["seed"]} |
 | score, argmax actions (what `rlcam record` plays by default) | **{result_det["mean"]:.1f} +- {result_det["std"]:.1f}** over {result_det["games"]} full games ({result_det["games_hitting_cap"]} hit the step cap) |
 | score, {sampled} | **{result["mean"]:.1f} +- {result["std"]:.1f}** over {result["games"]} full games ({result["games_hitting_cap"]} hit the step cap) |
@@ -127,7 +133,7 @@ Reproduce:
 ```
 python scripts/train_agent.py --algo {config["algo"]} --env {config["env"]} --steps {config["steps"]} \\
     --seed {config["seed"]} --threads 2 --run-dir {run_dir}
-python scripts/ship_agent.py {run_dir}/ckpt_{steps}_steps.zip {dst} --games {result["games"]} --seed {result["seed"]}
+{stopped}python scripts/ship_agent.py {run_dir}/ckpt_{steps}_steps.zip {dst} --games {result["games"]} --seed {result["seed"]}
 ```
 
 Training on a CPU is not bit-reproducible across machines or thread counts; expect scores of the same

@@ -1,5 +1,6 @@
-"""The shipped Breakout agent: it loads safely, passes against its own baseline, and a damaged copy
-and an early checkpoint (tests/data, 100k steps) fail with a report that says where."""
+"""The shipped Breakout agents: each is the file its card describes and loads in plain SB3; the PPO
+one passes against its own baseline, and a damaged copy and an early checkpoint (tests/data, 100k
+steps) fail with a report that says where."""
 
 from __future__ import annotations
 
@@ -56,3 +57,26 @@ def test_damaged_copy_fails(baseline, tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 1, out
     assert "FAIL  map correlation" in out and "result: REGRESSION" in out
+
+
+CARDS = sorted((ROOT / "agents").glob("breakout_*.md"))
+
+
+@pytest.mark.parametrize("card", CARDS, ids=lambda p: p.stem)
+def test_each_shipped_breakout_agent_matches_its_card_and_loads_in_plain_sb3(card):
+    """The card describes this very file (sha256, size limit), and plain SB3 loads it without warnings."""
+    import hashlib
+    import re
+    import warnings
+
+    from rlcam.agents import algo_class
+
+    zip_path = card.with_suffix(".zip")
+    digest = hashlib.sha256(zip_path.read_bytes()).hexdigest()
+    assert re.search(r"\| sha256 \| `([0-9a-f]{64})` \|", card.read_text()).group(1) == digest
+    assert zip_path.stat().st_size < 8e6
+    agent = load_agent(zip_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = algo_class(agent.algo).load(zip_path, device="cpu")
+    assert model.num_timesteps == agent.model.num_timesteps >= 100_000
