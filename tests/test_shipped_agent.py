@@ -80,3 +80,28 @@ def test_each_shipped_breakout_agent_matches_its_card_and_loads_in_plain_sb3(car
         warnings.simplefilter("error")
         model = algo_class(agent.algo).load(zip_path, device="cpu")
     assert model.num_timesteps == agent.model.num_timesteps >= 100_000
+
+
+QRDQN_SHIPPED = ROOT / "agents" / "breakout_qrdqn.zip"
+
+
+def test_shipped_q_agent_passes_itself_and_a_damaged_copy_fails(tmp_path, capsys):
+    """The Q-value agent through the same check: Q-value maps, a replayed baseline, a shuffled conv."""
+    out = tmp_path / "qr.mp4"
+    assert main(["record", "--agent", str(QRDQN_SHIPPED), "--steps", "80", "--save-obs", "--out", str(out)]) == 0
+    baseline = out.with_suffix(".npz")
+    capsys.readouterr()
+    assert main(["check", "--agent", str(QRDQN_SHIPPED), "--baseline", str(baseline)]) == 0
+    assert "action agreement                 1.000" in capsys.readouterr().out
+    agent = load_agent(QRDQN_SHIPPED)
+    assert agent.algo == "qrdqn"
+    conv = agent.policy.quantile_net.features_extractor.cnn[4]
+    with torch.no_grad():
+        flat = conv.weight.flatten()
+        order = torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(0))
+        conv.weight.copy_(flat[order].view_as(conv.weight))
+    damaged = tmp_path / "damaged.zip"
+    agent.model.save(damaged)
+    code = main(["check", "--agent", str(damaged), "--baseline", str(baseline)])
+    report = capsys.readouterr().out
+    assert code == 1 and "result: REGRESSION" in report, report
