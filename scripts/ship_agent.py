@@ -149,13 +149,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=100)
     parser.add_argument("--notes", type=Path, help="a Markdown file appended to the card (the run's history)")
     args = parser.parse_args()
+    notes = args.notes.read_text() if args.notes else ""  # before the minutes of work, not after
     torch.set_num_threads(1)
     slim_copy(args.checkpoint, args.dst)
     result = evaluate(args.dst, "Breakout", args.games, args.seed, deterministic=False, max_steps=27_000)
     result_det = evaluate(args.dst, "Breakout", args.games, args.seed, deterministic=True, max_steps=27_000)
     result["trained_steps"] = int(load_agent(args.dst).model.num_timesteps)
     result["epsilon"] = float(getattr(load_agent(args.dst).model, "exploration_rate", 0.0))
-    notes = args.notes.read_text() if args.notes else ""
     card = model_card(args.dst, args.checkpoint.parent, result, result_det, notes)
     args.dst.with_suffix(".md").write_text(card)
     args.dst.with_suffix(".eval.json").write_text(json.dumps(dict(sampled=result, argmax=result_det), indent=1))

@@ -91,9 +91,10 @@ def algo_class(algo: str):
 
 
 def use_fused_adam(model) -> None:
-    """Switch the policy's Adam to torch's fused kernel: the same update (to float rounding), about
-    3x faster on this CPU (4.7 vs 13.8 ms a step for QR-DQN's 2.1M weights, 16% of its training
-    time before). The moments carry over, so a resumed run continues the same optimisation."""
+    """Switch the policy's Adam to torch's fused kernel: the same update (to float rounding; 4e-9 apart
+    after 5 steps on QR-DQN's weights) and a faster step (4.7 vs 13.8 ms for QR-DQN's 2.1M weights,
+    one thread, beside a training run); Adam's share of QR-DQN's training time fell from 16% to 9%
+    (py-spy). The moments carry over, so a resumed run continues the same optimisation."""
     optimizer = model.policy.optimizer
     if isinstance(optimizer, torch.optim.Adam):
         for group in optimizer.param_groups:
