@@ -44,15 +44,20 @@ def test_early_checkpoint_fails(baseline, capsys):
     assert "FAIL  action agreement" in out and "regressed steps" in out
 
 
-def test_damaged_copy_fails(baseline, tmp_path, capsys):
-    agent = load_agent(SHIPPED)
-    conv = agent.policy.features_extractor.cnn[4]
+def damaged_copy(path: Path, out: Path) -> Path:
+    """The agent with its last conv's weights shuffled (same values, wrong places), saved to ``out``."""
+    agent = load_agent(path)
+    conv = agent.policy.get_submodule(f"{'quantile_net.' if agent.algo == 'qrdqn' else ''}features_extractor.cnn.4")
     with torch.no_grad():
         flat = conv.weight.flatten()
         order = torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(0))
         conv.weight.copy_(flat[order].view_as(conv.weight))
-    damaged = tmp_path / "damaged.zip"
-    agent.model.save(damaged)
+    agent.model.save(out)
+    return out
+
+
+def test_damaged_copy_fails(baseline, tmp_path, capsys):
+    damaged = damaged_copy(SHIPPED, tmp_path / "damaged.zip")
     code = main(["check", "--agent", str(damaged), "--baseline", str(baseline)])
     out = capsys.readouterr().out
     assert code == 1, out
@@ -93,15 +98,8 @@ def test_shipped_q_agent_passes_itself_and_a_damaged_copy_fails(tmp_path, capsys
     capsys.readouterr()
     assert main(["check", "--agent", str(QRDQN_SHIPPED), "--baseline", str(baseline)]) == 0
     assert "action agreement                 1.000" in capsys.readouterr().out
-    agent = load_agent(QRDQN_SHIPPED)
-    assert agent.algo == "qrdqn"
-    conv = agent.policy.quantile_net.features_extractor.cnn[4]
-    with torch.no_grad():
-        flat = conv.weight.flatten()
-        order = torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(0))
-        conv.weight.copy_(flat[order].view_as(conv.weight))
-    damaged = tmp_path / "damaged.zip"
-    agent.model.save(damaged)
+    assert load_agent(QRDQN_SHIPPED).algo == "qrdqn"
+    damaged = damaged_copy(QRDQN_SHIPPED, tmp_path / "damaged.zip")
     code = main(["check", "--agent", str(damaged), "--baseline", str(baseline)])
     report = capsys.readouterr().out
     assert code == 1 and "result: REGRESSION" in report, report
