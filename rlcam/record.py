@@ -28,7 +28,7 @@ from rlcam.explainer import Explainer
 from rlcam.norm import Normalizer
 from rlcam.objects import object_names, positions
 from rlcam.render import PanelInfo, compose, grid_tile_size, view_width
-from rlcam.video import BackgroundFrames, FrameWriter, TraceWriter, placement_meta
+from rlcam.video import PLACEMENT_META, BackgroundFrames, FrameWriter, TraceWriter, placement_meta
 
 DEFAULT_STEPS = 1000
 
@@ -279,25 +279,26 @@ class StepWriter:
         self.episode = np.zeros(n_envs, dtype=np.int64)
         self.steps = 0
         self.games = 0
-        self._to_frame = None  # (H*s, h) and (W*s, w) matrices: layer map -> upscaled video frame
+        # (height, width) -> the (height, h) and (width, w) matrices taking a layer map onto a picture of
+        # that size: the upscaled video frame, and the grid's tiles.
+        self._to_size: dict[tuple[int, int], list[torch.Tensor]] = {}
         self.all_actions = all_actions
         self.action_norm = Normalizer(norm, n_envs)  # one scale over all actions' maps
-        self._to_tile = None  # the same for the grid's tiles
 
     def heat(self, cam: np.ndarray, frame_hw: tuple[int, int], scale: float) -> np.ndarray:
         """Colormap indices ``(H*s, W*s)`` uint8 for a layer map ``cam (h, w)``, straight from the layer grid."""
-        if self._to_frame is None:
-            h, w = frame_hw
-            matrices = self.explainer.placement.frame_matrices(h * self.scale, w * self.scale)
-            self._to_frame = [torch.from_numpy(m) for m in matrices]
-        return _placed_indices(cam, scale, *self._to_frame)
+        return self._placed(cam, (frame_hw[0] * self.scale, frame_hw[1] * self.scale), scale)
 
     def tile_heats(self, cams: np.ndarray, frame_hw: tuple[int, int], scale: float) -> np.ndarray:
         """Colormap indices ``(A, tile_h, tile_w)`` for the grid, from maps ``cams (A, h, w)``."""
-        if self._to_tile is None:
-            _, _, tile_h, tile_w = grid_tile_size(frame_hw, view_width(frame_hw, self.scale), len(cams))
-            self._to_tile = [torch.from_numpy(m) for m in self.explainer.placement.frame_matrices(tile_h, tile_w)]
-        return _placed_indices(cams, scale, *self._to_tile)
+        _, _, tile_h, tile_w = grid_tile_size(frame_hw, view_width(frame_hw, self.scale), len(cams))
+        return self._placed(cams, (tile_h, tile_w), scale)
+
+    def _placed(self, cams: np.ndarray, size: tuple[int, int], scale: float) -> np.ndarray:
+        """Maps ``(..., h, w)`` placed on a ``size`` picture as colormap indices; matrices kept per size."""
+        if size not in self._to_size:
+            self._to_size[size] = [torch.from_numpy(m) for m in self.explainer.placement.frame_matrices(*size)]
+        return _placed_indices(cams, scale, *self._to_size[size])
 
     def write(self, obs, raw_frames, explained, rewards, dones, infos, objects=None) -> np.ndarray:
         """Write the step where ``explained`` was computed for ``obs`` and the env answered with the rest.
@@ -359,7 +360,7 @@ class StepWriter:
         if self.trace is not None:
             if self.steps == 0:  # cam_input is rebuilt on load from cam and this placement
                 placement = self.explainer.placement
-                self.trace.set_meta(cam_input_placement=placement_meta(placement.to_input_y, placement.to_input_x))
+                self.trace.set_meta(**{PLACEMENT_META: placement_meta(placement.to_input_y, placement.to_input_x)})
             row = dict(
                 cam=explained.cam,
                 action=explained.actions,

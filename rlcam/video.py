@@ -498,10 +498,10 @@ class Trace:
         return next((len(a) for a in self.arrays.values()), 0)
 
 
-# Keys a trace may leave out because they are rebuilt on load: key -> (stored key, meta entry).
-# ``cam_input`` is ``cam`` placed on the input grid (``Ry @ cam @ Rx^T``, the recorder's placement
-# matrices in meta): 28 KB a step for an 84x84 input against 196 bytes for a 7x7 ``cam``.
-DERIVED = {"cam_input": ("cam", "cam_input_placement")}
+# ``cam_input`` is ``cam`` placed on the input grid (``Ry @ cam @ Rx^T``): 28 KB a step for an
+# 84x84 input against 196 bytes for a 7x7 ``cam``, so the recorder stores the placement matrices in
+# meta under this name instead, and ``load_trace`` rebuilds ``cam_input``.
+PLACEMENT_META = "cam_input_placement"
 
 
 def placement_meta(to_input_y: np.ndarray, to_input_x: np.ndarray) -> dict[str, list]:
@@ -521,8 +521,8 @@ def _rebuild(cam: np.ndarray, entry: Any) -> np.ndarray:
 def load_trace(path: str | os.PathLike[str], keys: list[str] | None = None) -> Trace:
     """Read a trace written by :class:`TraceWriter`.
 
-    Keys in ``DERIVED`` that the file leaves out (``cam_input``: the recorder stores the
-    placement instead) are rebuilt from what it holds, so they load like stored ones.
+    ``cam_input``, which the recorder leaves out (it stores the placement in meta), is rebuilt
+    from ``cam``, so it loads like a stored key; a stored ``cam_input`` (older traces) is read as is.
 
     Args:
         path: The ``.npz`` file.
@@ -543,28 +543,26 @@ def load_trace(path: str | os.PathLike[str], keys: list[str] | None = None) -> T
                 raise RlcamError(f"trace {p} has no 'meta' entry, so rlcam did not write it; record it again.")
             meta = _read_meta(p, npz["meta"])
             stored = [k for k in npz.files if k != "meta"]
-            derived = {
-                key: source
-                for key, (source, entry) in DERIVED.items()
-                if key not in stored and source in stored and entry in meta
-            }
-            names = stored + list(derived)
+            rebuilt = "cam_input" not in stored and "cam" in stored and PLACEMENT_META in meta
+            names = stored + (["cam_input"] if rebuilt else [])
             if keys is not None:
                 absent = [k for k in keys if k not in names]
                 if absent:
                     raise RlcamError(f"trace {p} has no {', '.join(absent)} (it has {', '.join(names)}).")
                 names = list(keys)
-            sources = {derived[k] for k in names if k in derived}
-            arrays = {k: npz[k] for k in dict.fromkeys([*(k for k in names if k in stored), *sources])}
+            rebuilt = rebuilt and "cam_input" in names
+            arrays = {k: npz[k] for k in names if k != "cam_input" or not rebuilt}
+            cam = None
+            if rebuilt:  # read here, inside the open file, even when only cam_input is asked for
+                cam = arrays["cam"] if "cam" in arrays else npz["cam"]
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
         raise RlcamError(corrupt) from e
-    try:
-        for key in names:
-            if key in derived:
-                arrays[key] = _rebuild(arrays[derived[key]], meta[DERIVED[key][1]])
-    except (ValueError, TypeError, KeyError) as e:
-        raise RlcamError(f"trace {p} has an unreadable placement in 'meta' ({e}); record it again.") from e
-    arrays = {k: arrays[k] for k in names}
+    if rebuilt:
+        try:
+            arrays["cam_input"] = _rebuild(cam, meta[PLACEMENT_META])
+        except (ValueError, TypeError, KeyError) as e:
+            raise RlcamError(f"trace {p} has an unreadable placement in 'meta' ({e}); record it again.") from e
+        arrays = {k: arrays[k] for k in names}  # in the order asked for
     if len({len(a) if a.ndim else -1 for a in arrays.values()}) > 1:
         raise RlcamError(f"trace {p} has arrays of different lengths, so it is corrupt; record it again.")
     return Trace(arrays, meta)
