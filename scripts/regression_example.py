@@ -27,15 +27,18 @@ SHIPPED = Path("agents/breakout_ppo.zip")
 EARLY = Path("tests/data/breakout_ppo_100k.zip")
 
 
-def damaged_copy(path: Path) -> None:
-    """The shipped agent with the last conv layer's weights shuffled (as tests/test_shipped_agent.py does)."""
-    agent = load_agent(ROOT / SHIPPED)
-    conv = agent.policy.features_extractor.cnn[4]
+def damaged_copy(src: Path, dst: Path) -> Path:
+    """``src`` with its last conv layer's weights shuffled (same values, wrong places; seed 0), saved
+    to ``dst``: the damage docs/regression.md and tests/test_shipped_agent.py check against."""
+    agent = load_agent(src)
+    network = "quantile_net." if agent.algo == "qrdqn" else ""
+    conv = agent.policy.get_submodule(f"{network}features_extractor.cnn.4")
     with torch.no_grad():
         flat = conv.weight.flatten()
         order = torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(0))
         conv.weight.copy_(flat[order].view_as(conv.weight))
-    agent.model.save(path)
+    agent.model.save(dst)
+    return dst
 
 
 def run(shown: str, argv: list[str], cwd: Path) -> None:
@@ -65,7 +68,7 @@ def main() -> int:
         check=True,
         capture_output=True,
     )
-    damaged_copy(work / "damaged.zip")
+    damaged_copy(ROOT / SHIPPED, work / "damaged.zip")
     (work / "broken.npz").write_bytes(base.read_bytes()[:5000])
     # Copies beside the baseline, so the transcript shows short relative paths.
     (work / "breakout_ppo.zip").write_bytes((ROOT / SHIPPED).read_bytes())

@@ -4,15 +4,19 @@ steps) fail with a report that says where."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from rlcam.agents import load_agent
 from rlcam.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from regression_example import damaged_copy  # noqa: E402  (the damage docs/regression.md shows)
+
 SHIPPED = ROOT / "agents" / "breakout_ppo.zip"
 EARLY = ROOT / "tests" / "data" / "breakout_ppo_100k.zip"
 
@@ -42,18 +46,6 @@ def test_early_checkpoint_fails(baseline, capsys):
     out = capsys.readouterr().out
     assert code == 1, out
     assert "FAIL  action agreement" in out and "regressed steps" in out
-
-
-def damaged_copy(path: Path, out: Path) -> Path:
-    """The agent with its last conv's weights shuffled (same values, wrong places), saved to ``out``."""
-    agent = load_agent(path)
-    conv = agent.policy.get_submodule(f"{'quantile_net.' if agent.algo == 'qrdqn' else ''}features_extractor.cnn.4")
-    with torch.no_grad():
-        flat = conv.weight.flatten()
-        order = torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(0))
-        conv.weight.copy_(flat[order].view_as(conv.weight))
-    agent.model.save(out)
-    return out
 
 
 def test_damaged_copy_fails(baseline, tmp_path, capsys):
