@@ -154,8 +154,9 @@ def main() -> None:
     slim_copy(args.checkpoint, args.dst)
     result = evaluate(args.dst, "Breakout", args.games, args.seed, deterministic=False, max_steps=27_000)
     result_det = evaluate(args.dst, "Breakout", args.games, args.seed, deterministic=True, max_steps=27_000)
-    result["trained_steps"] = int(load_agent(args.dst).model.num_timesteps)
-    result["epsilon"] = float(getattr(load_agent(args.dst).model, "exploration_rate", 0.0))
+    shipped = load_agent(args.dst).model
+    result["trained_steps"] = int(shipped.num_timesteps)
+    result["epsilon"] = float(getattr(shipped, "exploration_rate", 0.0))
     card = model_card(args.dst, args.checkpoint.parent, result, result_det, notes)
     args.dst.with_suffix(".md").write_text(card)
     args.dst.with_suffix(".eval.json").write_text(json.dumps(dict(sampled=result, argmax=result_det), indent=1))
