@@ -32,7 +32,7 @@ from pathlib import Path
 import ale_py
 import gymnasium as gym
 import torch
-from stable_baselines3 import DQN, PPO
+from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_atari_env
 from stable_baselines3.common.utils import LinearSchedule
@@ -42,7 +42,16 @@ gym.register_envs(ale_py)
 
 
 def zoo_hyperparameters(algo: str) -> dict:
-    """rl-zoo's Atari settings (hyperparams/{ppo,dqn,qrdqn}.yml), per algorithm, for short budgets."""
+    """rl-zoo's Atari settings (hyperparams/{ppo,a2c,dqn,qrdqn}.yml), per algorithm, for short budgets."""
+    if algo == "a2c":
+        from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
+
+        # zoo: 16 envs, n_steps 5, constant lr 7e-4, ent 0.01, vf 0.25, TF-like RMSprop (eps 1e-5).
+        return dict(
+            ent_coef=0.01,
+            vf_coef=0.25,
+            policy_kwargs=dict(optimizer_class=RMSpropTFLike, optimizer_kwargs=dict(eps=1e-5)),
+        )
     if algo == "ppo":
         return dict(
             n_steps=128,
@@ -72,7 +81,7 @@ def zoo_hyperparameters(algo: str) -> dict:
     return dqn_like
 
 
-N_ENVS = {"ppo": 8, "dqn": 1, "qrdqn": 1}
+N_ENVS = {"ppo": 8, "a2c": 16, "dqn": 1, "qrdqn": 1}
 REPLAY_BUFFER = "replay_buffer.pkl"
 # A gap this long between two env steps means the process was stopped (e.g. SIGSTOP while the
 # machine was needed for something else); it is left out of the elapsed training time. A PPO
@@ -83,6 +92,8 @@ STALL_S = 60.0
 def algo_class(algo: str):
     if algo == "ppo":
         return PPO
+    if algo == "a2c":
+        return A2C
     if algo == "dqn":
         return DQN
     from sb3_contrib import QRDQN
@@ -178,7 +189,7 @@ class Progress(BaseCallback):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--algo", choices=["ppo", "dqn", "qrdqn"], required=True)
+    parser.add_argument("--algo", choices=["ppo", "a2c", "dqn", "qrdqn"], required=True)
     parser.add_argument("--env", default="BreakoutNoFrameskip-v4")
     parser.add_argument("--steps", type=int, required=True, help="total env steps (agent steps x n_envs)")
     parser.add_argument("--seed", type=int, default=0)
@@ -208,7 +219,7 @@ def main() -> None:
         (args.run_dir / "config.json").write_text(json.dumps(config, indent=1))
     else:
         model = cls.load(checkpoint, env=env)
-        if args.algo != "ppo":
+        if hasattr(model, "replay_buffer"):
             buffer = args.run_dir / REPLAY_BUFFER
             if buffer.exists():
                 model.load_replay_buffer(buffer)
