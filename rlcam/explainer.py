@@ -31,37 +31,28 @@ from torch import nn
 from rlcam.agents import Agent
 from rlcam.cam import METHODS, as_method, grad_cam, layer_cam, score_cam_masks
 from rlcam.errors import RlcamError
+from rlcam.families import family_for
 from rlcam.fasthead import build_head, head_channel_weights, head_forward, head_gradient
 from rlcam.geometry import Placement, make_placement, receptive_field_grid
 from rlcam.guided import guided_relus
 from rlcam.perturb import CHUNK, perturbation_shift, probe_placement
-from rlcam.targets import (
-    Forward,
-    check_target,
-    contrast_action,
-    display_values,
-    explained_score,
-    policy_forward,
-)
+from rlcam.targets import Forward, contrast_action
 
 # Element-wise activations that end a conv block: the default layer is the last of these after the last conv.
 _ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.ReLU6, nn.PReLU, nn.CELU, nn.SELU)
 
 
-def extractor_paths(agent: Agent) -> list[str]:
-    """Module paths (inside ``model.policy``) of the feature extractors the action depends on."""
-    policy = agent.policy
-    if agent.algo in ("ppo", "a2c"):
-        return ["features_extractor" if policy.share_features_extractor else "pi_features_extractor"]
-    if agent.algo == "dqn":
-        return ["q_net.features_extractor"]
-    return ["quantile_net.features_extractor"]
+def extractor_paths(agent: Agent, target: str | None = None) -> list[str]:
+    """Module paths (inside ``model.policy``) of the feature extractors ``target`` (default: the
+    family's default target) depends on."""
+    family = family_for(agent)
+    return family.extractor_paths(family.check_target(target))
 
 
-def conv_layers(agent: Agent) -> list[str]:
+def conv_layers(agent: Agent, target: str | None = None) -> list[str]:
     """Candidate layers: every Conv2d and the activation right after it, in forward order."""
     found = []
-    for root in extractor_paths(agent):
+    for root in extractor_paths(agent, target):
         modules = list(agent.policy.get_submodule(root).named_modules(prefix=root))
         for i, (name, module) in enumerate(modules):
             if isinstance(module, nn.Conv2d):
@@ -71,9 +62,9 @@ def conv_layers(agent: Agent) -> list[str]:
     return found
 
 
-def default_layer(agent: Agent) -> str:
+def default_layer(agent: Agent, target: str | None = None) -> str:
     """The rectified output of the last conv block (for NatureCNN: ``...cnn.5``, the last ReLU)."""
-    candidates = conv_layers(agent)
+    candidates = conv_layers(agent, target)
     if not candidates:
         raise RlcamError(
             f"agent {agent.path} has no convolutional layer (an MLP policy?); "
@@ -82,9 +73,9 @@ def default_layer(agent: Agent) -> str:
     return candidates[-1]
 
 
-def rectified_layers(agent: Agent, up_to: str) -> list[str]:
+def rectified_layers(agent: Agent, up_to: str, target: str | None = None) -> list[str]:
     """The ``fine`` mode's layers: every rectified conv output before ``up_to``, then ``up_to``, in forward order."""
-    candidates = conv_layers(agent)
+    candidates = conv_layers(agent, target)
     if up_to not in candidates:
         raise RlcamError(
             f"the fine mode fuses conv blocks; layer {up_to!r} is not one of {', '.join(candidates) or 'none'}."
@@ -94,18 +85,18 @@ def rectified_layers(agent: Agent, up_to: str) -> list[str]:
     return rectified + [up_to]
 
 
-def resolve_layer(agent: Agent, name: str) -> nn.Module:
+def resolve_layer(agent: Agent, name: str, target: str | None = None) -> nn.Module:
     try:
         return agent.policy.get_submodule(name)
     except AttributeError:
-        raise RlcamError(
-            f"layer {name!r} is not a module of this policy; candidates: {', '.join(conv_layers(agent)) or 'none'}."
-        ) from None
+        candidates = ", ".join(conv_layers(agent, target)) or "none"
+        raise RlcamError(f"layer {name!r} is not a module of this policy; candidates: {candidates}.") from None
 
 
 def layer_grid(agent: Agent, name: str):
     """Receptive-field grid of layer ``name``, from the spatial modules before it in its extractor."""
-    root = next((r for r in extractor_paths(agent) if name.startswith(r + ".")), None)
+    roots = {root for target in family_for(agent).all_targets() for root in extractor_paths(agent, target)}
+    root = next((r for r in sorted(roots) if name.startswith(r + ".")), None)
     if root is None:
         return None
     before = []
@@ -124,17 +115,25 @@ def _no_shares() -> np.ndarray:
 class Explanation:
     """Actions and maps for one batch of observations (N envs)."""
 
-    actions: np.ndarray  # (N,) int64, the actions taken
+    # (N,) int64 for discrete actions; (N, D) float32 for continuous ones, (N, P) int64 for
+    # MultiDiscrete/MultiBinary: the actions taken, as the env gets them (``predict``'s output)
+    actions: np.ndarray
     cam: np.ndarray  # (N, h, w) float32, raw map: rectified, not normalised, at the method's resolution
     cam_input: np.ndarray  # (N, H, W) float32, the map on the policy-input grid
     score: np.ndarray  # (N,) float32, the explained quantity
-    action_values: np.ndarray  # (N, A) float32, probabilities (PPO/A2C) or Q-values (DQN family)
-    value: np.ndarray  # (N,) float32, critic value (PPO/A2C) or max Q (DQN family)
+    # (N, B) float32, the panel's bars: probabilities (actor-critic), Q-values (Q-networks), each
+    # component's deterministic action (continuous), every part's probabilities (structured)
+    action_values: np.ndarray
+    value: np.ndarray  # (N,) float32, critic value, max Q, or Q(s, a) of the taken action (actor + critics)
     # (N, C) float32: each input channel's (stacked frame's) share of the map, for methods that
     # attribute to the input (``guided``); (N, 0) for the others.
     frame_shares: np.ndarray = field(default_factory=_no_shares)
-    # (N, A, h, w) float32: every action's raw map, when ``explain(..., all_actions=True)``; else None.
+    # (N, T, h, w) float32: every tile's raw map (each action's, or each action component's), when
+    # ``explain(..., all_actions=True)``; else None.
     action_cams: np.ndarray | None = None
+    # (N, h, w) float32 for signed targets (``mean:i``): the counterfactual map, what pushes the
+    # score down (Grad-CAM of the negated gradient); None for the others.
+    cam_down: np.ndarray | None = None
 
     def sample(self, i: int) -> Explanation:
         """Observation ``i``'s explanation, without the batch axis (fields that are None stay None)."""
@@ -143,19 +142,27 @@ class Explanation:
         )
 
 
+_GRADIENT_NEEDS = ("weights", "grads")
+
+
 class Explainer:
     """Explains a loaded SB3 agent's actions; use as a context manager.
 
+    What is run and explained comes from the agent's policy family (``rlcam.families``); this class
+    owns the hooks, the passes and the methods.
+
     Args:
         agent: from ``rlcam.agents.load_agent``.
-        target: explained score; defaults per algorithm (``rlcam.targets.DEFAULT_TARGET``);
-            ``contrast:B`` explains the chosen action against action B.
-        layer: module path inside ``model.policy``; defaults to the last rectified conv output.
-            The ``fine`` method fuses the input and every rectified conv output up to this one.
+        target: explained score; defaults per family (``rlcam info`` lists them);
+            ``contrast:B`` explains the chosen action against action B (discrete families).
+        layer: module path inside ``model.policy``; defaults to the last rectified conv output of
+            the extractor the target depends on. The ``fine`` method fuses the input and every
+            rectified conv output up to this one.
         method: a key of ``rlcam.cam.METHODS``.
         placement: ``bilinear`` or ``rf`` (see ``rlcam.geometry``).
-        deterministic: take the argmax action; else sample (softmax for PPO/A2C,
-            epsilon-greedy with the agent's exploration rate for the DQN family).
+        deterministic: take the deterministic action; else sample as the policy's own distribution
+            does (softmax for PPO/A2C, epsilon-greedy with the agent's exploration rate for the DQN
+            family, the Gaussian for continuous actions), with the explainer's seeded generator.
         seed: seeds the explainer's own generator used for sampling.
         fast: for the standard NatureCNN heads, write the head's gradient out by hand instead
             of running autograd (``rlcam.fasthead``; same maps, about the cost of the forward).
@@ -179,19 +186,26 @@ class Explainer:
         self.agent = agent
         self.policy = agent.policy
         self.algo = agent.algo
-        self.target = check_target(agent.algo, target, self.policy.action_space.n, action_names)
-        self.layer_name = layer or default_layer(agent)
-        self.layer = resolve_layer(agent, self.layer_name)
+        self.family = family_for(agent)
+        self.target = self.family.check_target(target, action_names)
+        self.layer_name = layer or default_layer(agent, self.target)
+        self.layer = resolve_layer(agent, self.layer_name, self.target)
         self.method = method
         self._method = as_method(METHODS[method])
-        self.layers = rectified_layers(agent, self.layer_name) if self._method.needs == "layers" else [self.layer_name]
-        self._modules = [resolve_layer(agent, name) for name in self.layers]
+        if self.family.recurrent and self._method.needs not in (*_GRADIENT_NEEDS, "acts"):
+            raise RlcamError(
+                f"method {method!r} runs extra forwards that would each need the LSTM's state; "
+                "for recurrent agents use gradcam, gradcam++, hirescam, xgradcam, layercam, counterfactual or eigencam."
+            )
+        fused = self._method.needs == "layers"
+        self.layers = rectified_layers(agent, self.layer_name, self.target) if fused else [self.layer_name]
+        self._modules = [resolve_layer(agent, name, self.target) for name in self.layers]
         self.placement_name = placement
         self.deterministic = deterministic
-        self.epsilon = float(getattr(agent.model, "exploration_rate", 0.0)) if agent.algo in ("dqn", "qrdqn") else 0.0
+        self.epsilon = float(getattr(self.family, "epsilon", 0.0))
         self.generator = torch.Generator().manual_seed(seed)
-        fast = fast and self._method.needs != "layers"
-        self._head = build_head(self.policy, self.algo, self.layer_name) if fast else None
+        fast = fast and self._method.needs != "layers" and self.family.head_kind is not None
+        self._head = build_head(self.policy, self.family.head_kind, self.layer_name) if fast else None
         self.placement: Placement | None = None  # Explanation.cam -> input grid
         self._image_scale: float | None = None  # what observations are divided by (SB3's preprocess_obs)
         self._placement_t: tuple[torch.Tensor, torch.Tensor] | None = None  # the same, in torch; None: identity
@@ -202,6 +216,7 @@ class Explainer:
         self._from_input = self._method.needs == "layers"  # the graph starts at the input, not at a layer
         self._modes: dict[nn.Module, bool] = {}
         self._acts: list[list[torch.Tensor]] = [[] for _ in self.layers]
+        self._state = None  # what a recurrent family carries between steps
         for name in self.layers:  # validate early
             make_placement(placement, (1, 1), (1, 1), grid=layer_grid(agent, name))
 
@@ -236,6 +251,10 @@ class Explainer:
             module.training = training
         self._modes = {}
 
+    def reset(self) -> None:
+        """Forget the state carried between steps (a recurrent policy's memory): the next step starts fresh."""
+        self._state = None
+
     def _capture(self, index, module, inputs, output):
         if self._passive:
             return None
@@ -243,7 +262,7 @@ class Explainer:
             shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
             raise RlcamError(
                 f"layer {self.layers[index]!r} outputs {shape}, not a feature map (N, K, h, w); "
-                f"choose a conv layer: {', '.join(conv_layers(self.agent))}."
+                f"choose a conv layer: {', '.join(conv_layers(self.agent, self.target))}."
             )
         if index > 0 or self._from_input:  # already inside a graph rooted earlier
             self._acts[index].append(output)
@@ -265,35 +284,65 @@ class Explainer:
 
     # -- the work ---------------------------------------------------------------------------------
 
-    def explain(self, obs: np.ndarray, actions: np.ndarray | None = None, all_actions: bool = False) -> Explanation:
+    def explain(
+        self,
+        obs: np.ndarray,
+        actions: np.ndarray | None = None,
+        all_actions: bool = False,
+        episode_start: np.ndarray | None = None,
+    ) -> Explanation:
         """Choose actions for ``obs (N, C, H, W)`` (or one ``(C, H, W)``) and explain them.
 
         Args:
             obs: policy inputs, as the env gives them.
-            actions: ``(N,)`` explain these actions instead of choosing (e.g. another agent's
-                choices, or a fixed action across randomised models); they are returned as given.
-            all_actions: also map every action (``Explanation.action_cams``, see ``action_maps``);
-                with the hand-written head the gradient methods take them from this call's forward.
+            actions: ``(N,)`` (or ``(N, D)``) explain these actions, as the env takes them, instead
+                of choosing (e.g. another agent's choices, or a fixed action across randomised
+                models); they are returned as given.
+            all_actions: also map every tile (each action, or each action component:
+                ``Explanation.action_cams``, see ``action_maps``); gradient methods take them from
+                this call's forward.
+            episode_start: ``(N,)`` bool, which envs begin a new episode at ``obs`` (the VecEnv's
+                previous ``dones``); a recurrent policy's memory is reset there, as ``predict`` does.
+                Every call is one step for a recurrent policy: its memory moves on.
         """
         obs = self._batch(obs)
         obs_t = torch.as_tensor(obs, device=self.policy.device)
+        state = self._step_state(len(obs), episode_start)
+        given = None if actions is None else self.family.check_actions(actions, len(obs))
+        tiles = self.family.tiles(self.target) if all_actions else []
+        explanation, forward = self._explain(obs, obs_t, given, state, tiles)
+        if self.family.recurrent:
+            self._state = self.family.next_state(forward)
         if actions is not None:
-            actions = torch.as_tensor(np.asarray(actions).reshape(-1), device=obs_t.device)
-            n_actions = self.policy.action_space.n
-            if (
-                actions.dtype.is_floating_point
-                or len(actions) != len(obs)
-                or not ((actions >= 0) & (actions < n_actions)).all()
-            ):
-                raise RlcamError(f"actions to explain must be {len(obs)} integers in [0, {n_actions}).")
-            actions = actions.long()
+            explanation.actions = np.asarray(actions).reshape(explanation.actions.shape)
+        return explanation
+
+    def _step_state(self, n: int, episode_start):
+        if not self.family.recurrent:
+            return None
+        if self._state is None or self.family.state_size(self._state) != n:
+            self._state = self.family.initial_state(n)
+        starts = np.zeros(n, dtype=bool) if episode_start is None else np.asarray(episode_start, dtype=bool)
+        return self.family.with_starts(self._state, torch.as_tensor(starts, dtype=torch.float32))
+
+    def _explain(self, obs, obs_t, given, state, tiles) -> tuple[Explanation, Forward]:
         needs = self._method.needs
         want = "weights" if needs == "weights" else "grads" if needs in ("grads", "guided", "layers") else None
-        pass_ = self._hand_written_pass if self._head is not None else self._autograd_pass
-        acts, grads, forward, actions, score, z = pass_(obs_t, actions, want)
+        tile_specs = tiles if (needs in _GRADIENT_NEEDS and self._head is None) else []
+        if self._head is not None:
+            acts, grads, forward, actions, score, z = self._hand_written_pass(obs_t, given, want)
+            tile_grads = []
+        else:
+            acts, grads, forward, actions, score, tile_grads = self._autograd_pass(
+                obs_t, given, want, state=state, tiles=tile_specs
+            )
+            z = None
         shares = None
-        if needs in ("weights", "grads"):
+        cam_down = None
+        if needs in _GRADIENT_NEEDS:
             cam = self._method.fn(acts[0], grads[0])
+            if self.family.signed(self.target):  # the paper's counterfactual map: what pushes it down
+                cam_down = self._method.fn(acts[0], -grads[0]).detach().float()
         elif needs == "acts":
             cam = self._method.fn(acts[0])
         elif needs == "masked_scores":
@@ -308,11 +357,13 @@ class Explainer:
             cam = self._method.fn([maps[0]] + [self._on_input(i, m, obs.shape[2:]) for i, m in enumerate(maps[1:])])
         cam = cam.detach().float()
         action_cams = None
-        if all_actions:
-            if z is not None and needs in ("weights", "grads"):  # the hand-written head's forward serves all
+        if tiles:
+            if z is not None and needs in _GRADIENT_NEEDS:  # the hand-written head's forward serves all
                 action_cams = self._every_action(acts[0], z, forward).cpu().numpy()
+            elif tile_grads:
+                action_cams = torch.stack([self._method.fn(acts[0], g) for g in tile_grads], dim=1).float().numpy()
             else:
-                action_cams = self._each_action(obs)
+                action_cams = self._each_tile(obs, actions, tiles, state)
         if self.placement is None:
             self.placement = self._placement(tuple(cam.shape[1:]), obs.shape[2:])
             self._placement_t = None
@@ -324,18 +375,25 @@ class Explainer:
         # In torch rather than numpy: it keeps to torch's thread setting (numpy's BLAS threads
         # spin against a busy machine's other work and made this matmul take ~40 ms).
         cam_input = cam.clone() if self._placement_t is None else self._placement_t[0] @ cam @ self._placement_t[1].T
-        return Explanation(
-            actions=actions.cpu().numpy().astype(np.int64),
+        explanation = Explanation(
+            actions=self.family.env_actions(actions),
             cam=cam.cpu().numpy(),
             cam_input=cam_input.cpu().numpy(),
             score=score.detach().cpu().numpy().astype(np.float32),
-            action_values=display_values(self.algo, forward).detach().cpu().numpy().astype(np.float32),
-            value=forward.value.detach().cpu().numpy().astype(np.float32),
+            action_values=self.family.display(forward).detach().cpu().numpy().astype(np.float32),
+            value=self._value(forward, actions),
             frame_shares=np.zeros((len(obs), 0), np.float32)
             if shares is None
             else shares.cpu().numpy().astype(np.float32),
             action_cams=action_cams,
+            cam_down=None if cam_down is None else cam_down.cpu().numpy(),
         )
+        return explanation, forward
+
+    def _value(self, forward: Forward, actions: torch.Tensor) -> np.ndarray:
+        """The value the panel shows: the critic's V, max Q, or Q(s, a) of the taken action."""
+        with torch.no_grad(), self._extra_pass():
+            return self.family.value(forward, actions).detach().cpu().numpy().astype(np.float32)
 
     def _batch(self, obs: np.ndarray) -> np.ndarray:
         """Observations as a batch ``(N, C, H, W)``, checked against the agent's space."""
@@ -350,38 +408,49 @@ class Explainer:
         return obs
 
     def action_maps(self, obs: np.ndarray) -> np.ndarray:
-        """The map of every action, ``(N, A, h, w)`` float32, raw like ``Explanation.cam``.
+        """The map of every tile, ``(N, T, h, w)`` float32, raw like ``Explanation.cam``.
 
-        Map ``a`` explains the target for action ``a`` as if it had been chosen (for ``contrast:B``,
-        a against B; the critic's map is the same for every action). With the hand-written head,
-        the gradient methods share one forward: each further action costs two small matmuls.
-        Other methods run ``explain`` once per action. ``explain(obs, all_actions=True)`` gives
-        the same maps beside the chosen action's explanation, from the same forward.
+        For discrete actions, tile ``a`` explains the target for action ``a`` as if it had been
+        chosen (for ``contrast:B``, a against B; the critic's map is the same for every action);
+        for continuous ones, tile ``i`` explains component i's deterministic action (``mean:i``).
+        With the hand-written head, the gradient methods share one forward: each further action
+        costs two small matmuls. ``explain(obs, all_actions=True)`` gives the same maps beside the
+        chosen action's explanation, from the same forward. For a recurrent policy this is a step.
         """
         obs = self._batch(obs)
         needs = self._method.needs
-        if self._head is None or needs not in ("weights", "grads"):
-            return self._each_action(obs)
+        if self._head is None or needs not in _GRADIENT_NEEDS:
+            return self.explain(obs, all_actions=True).action_cams
         obs_t = torch.as_tensor(obs, device=self.policy.device)
         with torch.no_grad():
-            acts, z, forward = head_forward(self._head, self._preprocess(obs_t), self.algo)
+            acts, z, forward = head_forward(self._head, self._preprocess(obs_t), self.family.head_kind)
             return self._every_action(acts, z, forward).cpu().numpy()
 
     def _every_action(self, acts: torch.Tensor, z: torch.Tensor, forward: Forward) -> torch.Tensor:
         """Every action's map ``(N, A, h, w)`` from one hand-written forward (gradient methods)."""
-        n, n_actions = len(acts), int(self.policy.action_space.n)
+        n = len(acts)
         needs = self._method.needs
         maps = []
         with torch.no_grad():
-            for a in range(n_actions):
+            for _, _, a in self.family.tiles(self.target):
                 actions = torch.full((n,), a, device=acts.device)
                 maps.append(self._method.fn(acts, self._hand_written_grads(needs, acts, z, forward, actions)))
         return torch.stack(maps, dim=1).float()
 
-    def _each_action(self, obs: np.ndarray) -> np.ndarray:
-        """Every action's map ``(N, A, h, w)``, one ``explain`` per action (methods without a shared pass)."""
-        n, n_actions = len(obs), int(self.policy.action_space.n)
-        return np.stack([self.explain(obs, actions=np.full(n, a)).cam for a in range(n_actions)], axis=1)
+    def _each_tile(self, obs: np.ndarray, taken: torch.Tensor, tiles, state=None) -> np.ndarray:
+        """Every tile's map ``(N, T, h, w)``, one explained pass per tile (methods without a shared pass)."""
+        n = len(obs)
+        obs_t = torch.as_tensor(obs, device=self.policy.device)
+        target, maps = self.target, []
+        try:
+            for _, tile_target, action in tiles:
+                self.target = tile_target
+                given = taken if action is None else torch.full((n,), action, device=obs_t.device)
+                explanation, _ = self._explain(obs, obs_t, given, state, [])
+                maps.append(explanation.cam)
+        finally:
+            self.target = target
+        return np.stack(maps, axis=1)
 
     # -- where maps land ---------------------------------------------------------------------------
 
@@ -419,10 +488,10 @@ class Explainer:
         """
         with torch.no_grad():
             x = self._preprocess(obs_t)
-            acts, z, forward = head_forward(self._head, x, self.algo)
+            acts, z, forward = head_forward(self._head, x, self.family.head_kind)
             if actions is None:
-                actions = self._choose(forward.action_scores)
-            score = explained_score(self.target, forward, actions)
+                actions = self.family.choose(forward, self.deterministic, self.generator)
+            score = self.family.score(self.target, forward, actions)
             grads = None if want is None else [self._hand_written_grads(want, acts, z, forward, actions)]
         return [acts], grads, forward, actions, score, z
 
@@ -449,51 +518,68 @@ class Explainer:
         if other is None:
             return gradient(self._head, z, forward, self.target, actions)
         # The head's gradient is linear in the output coefficients: d(s_a - s_b) = ds_a - ds_b.
-        base = "logit" if self.algo in ("ppo", "a2c") else "q"
+        base = self.family.base_score
         return gradient(self._head, z, forward, base, actions) - gradient(
             self._head, z, forward, base, torch.full_like(actions, other)
         )
 
-    def _autograd_pass(self, obs_t: torch.Tensor, actions: torch.Tensor | None, want: str | None = "grads"):
+    def _autograd_pass(
+        self,
+        obs_t: torch.Tensor,
+        actions: torch.Tensor | None,
+        want: str | None = "grads",
+        state=None,
+        tiles=(),
+    ):
         """Forward through the policy's modules; autograd from the hooked layer on.
 
         In the ``fine`` mode the graph starts at the input instead (float, in observation units),
-        which comes first in the returned activations and gradients. Returns what
-        ``_hand_written_pass`` does, with None for ``z``.
+        which comes first in the returned activations and gradients. Returns activations,
+        gradients, forward, actions, score and each tile's gradient at the first hooked layer.
         """
         self._acts = [[] for _ in self.layers]
         x = obs_t.float().requires_grad_(True) if self._from_input else obs_t
+        tile_grads = []
         try:
             # Without a graph up to the layer, whose hook enables grad; leaving restores the mode.
             with torch.set_grad_enabled(self._from_input):
-                forward = policy_forward(self.policy, self.algo, x)
+                forward = self.family.forward(x, state)
+                if actions is None:
+                    actions = self.family.choose(forward, self.deterministic, self.generator)
+                score = self.family.score(self.target, forward, actions)  # a critic of the action runs here
                 for name, seen in zip(self.layers, self._acts, strict=True):
                     if len(seen) != 1:
                         raise RlcamError(
-                            f"layer {name!r} ran {len(seen)} times in one forward; "
-                            f"choose a layer the action depends on once: {', '.join(conv_layers(self.agent))}."
+                            f"layer {name!r} ran {len(seen)} times in one forward; choose a layer the "
+                            f"score depends on once: {', '.join(conv_layers(self.agent, self.target))}."
                         )
                 acts = ([x] if self._from_input else []) + [seen[0] for seen in self._acts]
-                if actions is None:
-                    actions = self._choose(forward.action_scores.detach())
-                score = explained_score(self.target, forward, actions)
                 grads = None
                 if want is not None:
                     if not score.requires_grad:
                         raise RlcamError(f"target {self.target!r} does not depend on layer {self.layer_name!r}.")
                     # Samples are independent (eval mode), so one backward of the sum gives each its own gradient.
-                    grads = list(torch.autograd.grad(score.sum(), acts))
+                    grads = list(torch.autograd.grad(score.sum(), acts, retain_graph=bool(tiles)))
+                    for i, (_, tile_target, action) in enumerate(tiles):  # the same graph serves every tile
+                        chosen = actions if action is None else torch.full_like(actions, action)
+                        tile_score = self.family.score(tile_target, forward, chosen)
+                        if not tile_score.requires_grad:
+                            tile_grads.append(torch.zeros_like(acts[0]))
+                            continue
+                        (g,) = torch.autograd.grad(tile_score.sum(), acts[:1], retain_graph=i + 1 < len(tiles))
+                        tile_grads.append(g)
                     if want == "weights":
                         grads = [g.mean(dim=(2, 3)) for g in grads]
+                        tile_grads = [g.mean(dim=(2, 3)) for g in tile_grads]
         finally:
             self._acts = [[] for _ in self.layers]
-        forward = Forward(forward.action_scores.detach(), forward.value.detach())
-        return [a.detach() for a in acts], grads, forward, actions, score.detach(), None
+        forward = self.family.detached(forward)
+        return [a.detach() for a in acts], grads, forward, actions, score.detach(), tile_grads
 
     def _plain_forward(self, inputs: torch.Tensor) -> Forward:
         """The policy on float inputs in observation units, without a graph or the capture hooks."""
         with torch.no_grad(), self._extra_pass():
-            return policy_forward(self.policy, self.algo, inputs)
+            return self.family.forward(inputs)
 
     def _masked_scores(self, obs_t: torch.Tensor, acts: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Score-CAM: the explained score of the input times each channel's mask, ``(N, K)``."""
@@ -505,17 +591,18 @@ class Explainer:
             flat = torch.arange(start, min(start + CHUNK, n * k))
             rows, channels = flat // k, flat % k
             inputs = x[rows] * masks[rows, channels][:, None]
-            scores[flat] = explained_score(self.target, self._plain_forward(inputs), actions[rows]).float()
+            scores[flat] = self.family.score(self.target, self._plain_forward(inputs), actions[rows]).float()
         return scores.view(n, k)
 
     def _outputs(self, inputs: torch.Tensor, rows: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """What perturbation saliency watches move: all action scores (as Greydanus et al. watch the
-        logits), the value for the critic target, the contrast itself for ``contrast:B``; ``(B, D)``."""
+        logits), the value for the critic target, the explained score itself for contrasts and for
+        families whose targets are not one of the action scores; ``(B, D)``."""
         forward = self._plain_forward(inputs)
         if self.target == "value":
             return forward.value[:, None]
-        if contrast_action(self.target) is not None:
-            return explained_score(self.target, forward, actions[rows])[:, None]
+        if contrast_action(self.target) is not None or not self.family.discrete:
+            return self.family.score(self.target, forward, actions[rows])[:, None]
         return forward.action_scores
 
     def _guided_input_grads(self, obs_t: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -527,19 +614,6 @@ class Explainer:
         """
         x = obs_t.float().requires_grad_(True)
         with self._extra_pass(), guided_relus(self.policy), torch.enable_grad():
-            score = explained_score(self.target, policy_forward(self.policy, self.algo, x), actions)
+            score = self.family.score(self.target, self.family.forward(x), actions)
             (grads,) = torch.autograd.grad(score.sum(), x)
         return grads * 255.0 if self.policy.normalize_images else grads
-
-    def _choose(self, scores: torch.Tensor) -> torch.Tensor:
-        """Actions ``(N,)`` from logits or Q-values ``(N, A)``."""
-        greedy = scores.argmax(dim=1)
-        if self.deterministic:
-            return greedy
-        if self.algo in ("ppo", "a2c"):
-            probs = torch.softmax(scores.float().cpu(), dim=1)
-            return torch.multinomial(probs, 1, generator=self.generator).squeeze(1).to(scores.device)
-        n, n_actions = scores.shape
-        explore = torch.rand(n, generator=self.generator) < self.epsilon
-        random = torch.randint(n_actions, (n,), generator=self.generator)
-        return torch.where(explore.to(scores.device), random.to(scores.device), greedy)

@@ -73,11 +73,14 @@ def _empty(module) -> bool:
     return isinstance(module, nn.Identity) or (isinstance(module, nn.Sequential) and len(module) == 0)
 
 
-def build_head(policy, algo: str, layer_name: str) -> Head | None:
-    """The hand-written head for ``layer_name``, or None when the policy is not the standard shape."""
+def build_head(policy, kind: str, layer_name: str) -> Head | None:
+    """The hand-written head for ``layer_name``, or None when the policy is not the standard shape.
+
+    ``kind``: ``actor_critic`` (PPO/A2C, Discrete actions), ``q`` (DQN) or ``quantile`` (QR-DQN).
+    """
     from stable_baselines3.common.torch_layers import NatureCNN
 
-    if algo in ("ppo", "a2c"):
+    if kind == "actor_critic":
         if not policy.share_features_extractor:
             return None
         root, extractor = "features_extractor", policy.features_extractor
@@ -90,14 +93,14 @@ def build_head(policy, algo: str, layer_name: str) -> Head | None:
         w_out, b_out = out.weight, out.bias
         w_value, b_value = value.weight[0], value.bias[0]
     else:
-        net = policy.q_net if algo == "dqn" else policy.quantile_net
-        root = "q_net.features_extractor" if algo == "dqn" else "quantile_net.features_extractor"
+        net = policy.q_net if kind == "q" else policy.quantile_net
+        root = "q_net.features_extractor" if kind == "q" else "quantile_net.features_extractor"
         extractor = net.features_extractor
-        out = _linear(net.q_net if algo == "dqn" else net.quantile_net)
+        out = _linear(net.q_net if kind == "q" else net.quantile_net)
         if out is None:
             return None
         w_out, b_out = out.weight, out.bias
-        if algo == "qrdqn":  # Q = mean over quantiles of a linear map: average the rows per action
+        if kind == "quantile":  # Q = mean over quantiles of a linear map: average the rows per action
             n_quantiles, n_actions = net.n_quantiles, net.action_space.n
             w_out = w_out.view(n_quantiles, n_actions, -1).mean(0)
             b_out = b_out.view(n_quantiles, n_actions).mean(0)
@@ -122,7 +125,7 @@ def build_head(policy, algo: str, layer_name: str) -> Head | None:
     )
 
 
-def head_forward(head: Head, x: torch.Tensor, algo: str) -> tuple[torch.Tensor, torch.Tensor, Forward]:
+def head_forward(head: Head, x: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor, Forward]:
     """Forward from preprocessed input ``x``: returns (acts (N, K, h, w), pre-activation z, Forward)."""
     acts = torch.relu(head.convs(x))
     z = F.linear(acts.flatten(1), head.w1, head.b1)

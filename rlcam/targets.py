@@ -11,7 +11,7 @@ need the env's action meanings); ``check_target`` turns it into the index form `
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -31,8 +31,10 @@ CONTRAST = "contrast:"
 class Forward:
     """One forward pass of a policy, batched."""
 
-    action_scores: torch.Tensor  # (N, A) logits (actor-critic) or Q-values (DQN family)
+    action_scores: torch.Tensor  # (N, A) logits (actor-critic) or Q-values (DQN family); (N, D) means (continuous)
     value: torch.Tensor  # (N,) critic value, or max_a Q(s, a) for the DQN family
+    # What a policy family needs beside them (a distribution's spread, an LSTM's next state, ...).
+    extra: dict = field(default_factory=dict)
 
 
 def check_target(

@@ -1,0 +1,33 @@
+"""What every SB3 actor-critic policy (``ActorCriticPolicy`` and its subclasses) shares: the
+features extractor(s), the MLP extractor, and a critic. The action head differs per family."""
+
+from __future__ import annotations
+
+import torch
+
+from rlcam.families.base import Family
+
+
+class ActorCriticBase(Family):
+    """PPO/A2C policies: ``latent_pi`` feeds the action head, ``latent_vf`` the critic."""
+
+    def extractor_paths(self, target):
+        policy = self.policy
+        if policy.share_features_extractor:
+            return ["features_extractor"]
+        return ["vf_features_extractor" if target == "value" else "pi_features_extractor"]
+
+    def latents(self, obs: torch.Tensor, state=None) -> tuple[torch.Tensor, torch.Tensor, object]:
+        """``(latent_pi, latent_vf, next state)`` from the policy's own modules."""
+        policy = self.policy
+        features = policy.extract_features(obs)
+        if policy.share_features_extractor:
+            latent_pi, latent_vf = policy.mlp_extractor(features)
+        else:
+            pi_features, vf_features = features
+            latent_pi = policy.mlp_extractor.forward_actor(pi_features)
+            latent_vf = policy.mlp_extractor.forward_critic(vf_features)
+        return latent_pi, latent_vf, None
+
+    def critic(self, latent_vf: torch.Tensor) -> torch.Tensor:
+        return self.policy.value_net(latent_vf).squeeze(-1)

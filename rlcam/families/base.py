@@ -1,0 +1,128 @@
+"""The questions every policy family answers, so the explainer never branches on an algorithm.
+
+A family adapter says how to run a policy's own modules from the observation to the scores, which
+targets exist and which is the default, how the action is chosen from that same forward (as SB3's
+``predict`` would), what state it carries between steps, and what the panel shows. The explainer
+owns the hooks and the methods; it asks the adapter everything else.
+
+    obs (N, ...) -> Family.forward -> Forward(action_scores, value, extra)
+                 -> Family.choose  -> actions (policy space)
+                 -> Family.score   -> y (N,), the explained scalar per sample
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from rlcam.errors import RlcamError
+from rlcam.targets import Forward
+
+
+class Family:
+    """One policy family (subclasses fill in the behaviour).
+
+    Attributes:
+        name: what the family is, in words (``rlcam info`` prints it).
+        targets: the target names this family explains (parametrised ones as ``name:ARG``).
+        head_kind: the hand-written head's kind (``rlcam.fasthead``), or None: always autograd.
+        discrete: actions are indices into one set of named actions.
+        bar_kind: what the panel's bars show: ``prob``, ``q``, ``component`` or ``parts``.
+    """
+
+    name = "policy"
+    targets: tuple[str, ...] = ()
+    head_kind: str | None = None
+    base_score = "logit"  # what a contrast's two sides are (discrete families)
+    discrete = True
+    bar_kind = "prob"
+    recurrent = False
+
+    def __init__(self, agent):
+        self.agent = agent
+        self.model = agent.model
+        self.policy = agent.policy
+
+    # -- what is explained ------------------------------------------------------------------------
+
+    def default_target(self) -> str:
+        return self.targets[0]
+
+    def check_target(self, target: str | None, action_names: list[str] | None = None) -> str:
+        """``target`` in its canonical form, or the default; one clear sentence when it does not apply."""
+        if target is None:
+            return self.default_target()
+        if target not in self.targets:
+            raise RlcamError(
+                f"target {target!r} does not apply to {self.name} agents; choose one of {', '.join(self.targets)}."
+            )
+        return target
+
+    def all_targets(self) -> list[str]:
+        """Every concrete target (parametrised ones spelled out), e.g. to find every extractor."""
+        return list(self.targets)
+
+    def extractor_paths(self, target: str) -> list[str]:
+        """Module paths (inside ``model.policy``) of the feature extractors ``target`` depends on."""
+        raise NotImplementedError
+
+    def signed(self, target: str) -> bool:
+        """Whether the sign of the target's gradient means something to show (what pushes it up or down)."""
+        return False
+
+    def tiles(self, target: str) -> list[tuple[str, str, int | None]]:
+        """The grid's tiles: ``(label, target, action)`` each; ``action`` None means the taken action."""
+        return []
+
+    # -- the forward and the action ---------------------------------------------------------------
+
+    def forward(self, obs: torch.Tensor, state=None) -> Forward:
+        """Run the policy's own modules (``predict`` would disable autograd) on ``obs`` as the env gives it."""
+        raise NotImplementedError
+
+    def choose(self, forward: Forward, deterministic: bool, generator: torch.Generator) -> torch.Tensor:
+        """Actions in the policy's own space, from ``forward``."""
+        raise NotImplementedError
+
+    def score(self, target: str, forward: Forward, actions: torch.Tensor) -> torch.Tensor:
+        """The explained scalar per sample, ``(N,)``."""
+        raise NotImplementedError
+
+    def detached(self, forward: Forward) -> Forward:
+        """``forward`` without its graph (tensors in ``extra`` detached too)."""
+        extra = {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in forward.extra.items()}
+        return Forward(forward.action_scores.detach(), forward.value.detach(), extra)
+
+    def value(self, forward: Forward, actions: torch.Tensor) -> torch.Tensor:
+        """The value shown beside the action, ``(N,)``: the critic's V, or max Q, by default."""
+        return forward.value
+
+    def display(self, forward: Forward) -> torch.Tensor:
+        """What the panel's bars show, ``(N, B)``."""
+        return forward.action_scores
+
+    def check_actions(self, actions: np.ndarray, n: int) -> torch.Tensor:
+        """Given env actions to explain (another agent's choices, a baseline's) in the policy's space."""
+        raise NotImplementedError
+
+    def env_actions(self, actions: torch.Tensor) -> np.ndarray:
+        """What ``VecEnv.step`` gets for policy-space ``actions``, as SB3's ``predict`` returns them."""
+        return actions.detach().cpu().numpy()
+
+    # -- state between steps ----------------------------------------------------------------------
+
+    def initial_state(self, n: int):
+        """The state a fresh batch of ``n`` envs starts with (None for feed-forward policies)."""
+        return None
+
+    def next_state(self, forward: Forward):
+        return None
+
+
+def sample_with(generator: torch.Generator, draw):
+    """``draw()`` (which samples with torch's global generator, as SB3's distributions do) seeded from
+    ``generator``, leaving the global generator's state as it was."""
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return draw()
