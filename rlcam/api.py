@@ -25,17 +25,18 @@ from rlcam.agents import Agent, load_agent
 from rlcam.errors import RlcamError
 from rlcam.explainer import Explainer, Explanation, conv_layers
 
-_SUPPORTED = "PPO, A2C, DQN and QR-DQN"
+_SUPPORTED = "PPO, A2C, DQN, SAC, TD3, DDPG and sb3-contrib's QR-DQN, TQC and RecurrentPPO"
 
 
 def _algo_of(model: Any) -> str:
     """The rlcam algorithm name of an in-memory SB3 model, from its class."""
     import stable_baselines3 as sb3
 
-    classes = {"ppo": sb3.PPO, "a2c": sb3.A2C, "dqn": sb3.DQN}
-    contrib = sys.modules.get("sb3_contrib")  # a QR-DQN model exists only if sb3-contrib was imported
+    # DDPG subclasses TD3: the more specific class first.
+    classes = {"ppo": sb3.PPO, "a2c": sb3.A2C, "dqn": sb3.DQN, "ddpg": sb3.DDPG, "td3": sb3.TD3, "sac": sb3.SAC}
+    contrib = sys.modules.get("sb3_contrib")  # a contrib model exists only if sb3-contrib was imported
     if contrib is not None:
-        classes["qrdqn"] = contrib.QRDQN
+        classes.update(qrdqn=contrib.QRDQN, tqc=contrib.TQC, recurrent_ppo=contrib.RecurrentPPO)
     for algo, cls in classes.items():
         if isinstance(model, cls):
             return algo
