@@ -98,8 +98,6 @@ class ExplainedPolicy:
         name = type(self.agent.model).__name__
         if not isinstance(policy.observation_space, spaces.Box):
             raise RlcamError(f"this {name} observes {policy.observation_space}; rlcam explains image observations.")
-        if not isinstance(policy.action_space, spaces.Discrete):
-            raise RlcamError(f"this {name} acts in {policy.action_space}; rlcam explains discrete actions.")
         if layer is None and not conv_layers(self.agent):
             raise RlcamError(f"this {name} has no convolutional layer (an MLP policy?); Grad-CAM needs a CNN policy.")
         self.explainer = Explainer(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["LUT", "colormap"]
+__all__ = ["LUT", "LUT_DOWN", "colormap"]
 
 
 # D65 reference white and the XYZ -> linear sRGB matrix (IEC 61966-2-1).
@@ -41,12 +41,18 @@ def _lch_to_linear_srgb(lightness: np.ndarray, chroma: np.ndarray, hue_deg: np.n
     return xyz @ _XYZ_TO_LINEAR_SRGB.T
 
 
-def _build_lut(n: int = 256) -> np.ndarray:
+# The second ramp, for signed maps' "pushes it down" side: the same lightness ramp through cool
+# hues, deep blue -> azure -> cyan -> pale mint, so the two sides never share a colour.
+_HUE_POINTS_DOWN = ((0.0, 290.0), (0.3, 265.0), (0.6, 235.0), (1.0, 200.0))
+_CHROMA_POINTS_DOWN = ((0.0, 20.0), (0.3, 55.0), (0.6, 50.0), (1.0, 30.0))
+
+
+def _build_lut(n: int = 256, hue_points=_HUE_POINTS, chroma_points=_CHROMA_POINTS) -> np.ndarray:
     """The (n, 3) uint8 ramp: L* linear in position, chroma reduced where sRGB cannot show it."""
     t = np.linspace(0.0, 1.0, n)
     lightness = _L_MIN + (_L_MAX - _L_MIN) * t
-    hue = np.interp(t, *zip(*_HUE_POINTS, strict=True)) % 360.0
-    chroma = np.interp(t, *zip(*_CHROMA_POINTS, strict=True))
+    hue = np.interp(t, *zip(*hue_points, strict=True)) % 360.0
+    chroma = np.interp(t, *zip(*chroma_points, strict=True))
     # Gamut clipping by bisection on a chroma factor: clipping RGB channels instead would shift
     # lightness and break the monotonic ramp, while shrinking chroma keeps L* and hue exact.
     lo, hi = np.zeros(n), np.ones(n)
@@ -64,6 +70,9 @@ def _build_lut(n: int = 256) -> np.ndarray:
 LUT: np.ndarray = _build_lut()  # (256, 3) uint8 RGB, built once at import (well under 1 ms)
 LUT.setflags(write=False)
 _LUT_PALETTE = LUT.tobytes()  # the same table as a Pillow "P"-mode palette
+LUT_DOWN: np.ndarray = _build_lut(hue_points=_HUE_POINTS_DOWN, chroma_points=_CHROMA_POINTS_DOWN)
+LUT_DOWN.setflags(write=False)
+_LUT_DOWN_PALETTE = LUT_DOWN.tobytes()
 
 
 def _heat_index(heat: np.ndarray) -> np.ndarray:

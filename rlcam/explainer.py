@@ -134,6 +134,8 @@ class Explanation:
     # (N, h, w) float32 for signed targets (``mean:i``): the counterfactual map, what pushes the
     # score down (Grad-CAM of the negated gradient); None for the others.
     cam_down: np.ndarray | None = None
+    # (N, T) float32: each tile's explained score, beside ``action_cams`` from a shared autograd pass.
+    tile_scores: np.ndarray | None = None
 
     def sample(self, i: int) -> Explanation:
         """Observation ``i``'s explanation, without the batch axis (fields that are None stay None)."""
@@ -356,12 +358,14 @@ class Explainer:
             maps = [layer_cam(a, g) for a, g in zip(acts, grads, strict=True)]
             cam = self._method.fn([maps[0]] + [self._on_input(i, m, obs.shape[2:]) for i, m in enumerate(maps[1:])])
         cam = cam.detach().float()
-        action_cams = None
+        action_cams = tile_scores = None
         if tiles:
             if z is not None and needs in _GRADIENT_NEEDS:  # the hand-written head's forward serves all
                 action_cams = self._every_action(acts[0], z, forward).cpu().numpy()
             elif tile_grads:
-                action_cams = torch.stack([self._method.fn(acts[0], g) for g in tile_grads], dim=1).float().numpy()
+                maps = [self._method.fn(acts[0], g) for g, _ in tile_grads]
+                action_cams = torch.stack(maps, dim=1).float().numpy()
+                tile_scores = torch.stack([y for _, y in tile_grads], dim=1).float().numpy()
             else:
                 action_cams = self._each_tile(obs, actions, tiles, state)
         if self.placement is None:
@@ -387,6 +391,7 @@ class Explainer:
             else shares.cpu().numpy().astype(np.float32),
             action_cams=action_cams,
             cam_down=None if cam_down is None else cam_down.cpu().numpy(),
+            tile_scores=tile_scores,
         )
         return explanation, forward
 
@@ -564,13 +569,12 @@ class Explainer:
                         chosen = actions if action is None else torch.full_like(actions, action)
                         tile_score = self.family.score(tile_target, forward, chosen)
                         if not tile_score.requires_grad:
-                            tile_grads.append(torch.zeros_like(acts[0]))
-                            continue
+                            raise RlcamError(f"tile {tile_target!r} does not depend on layer {self.layer_name!r}.")
                         (g,) = torch.autograd.grad(tile_score.sum(), acts[:1], retain_graph=i + 1 < len(tiles))
-                        tile_grads.append(g)
+                        tile_grads.append((g, tile_score.detach()))
                     if want == "weights":
                         grads = [g.mean(dim=(2, 3)) for g in grads]
-                        tile_grads = [g.mean(dim=(2, 3)) for g in tile_grads]
+                        tile_grads = [(g.mean(dim=(2, 3)), y) for g, y in tile_grads]
         finally:
             self._acts = [[] for _ in self.layers]
         forward = self.family.detached(forward)

@@ -40,7 +40,9 @@ class PanelInfo:
         action_names: One name per discrete action, e.g. ``["NOOP", "FIRE", ...]``.
         action: Index of the action actually taken.
         bars: ``(A,)`` float: probabilities in [0, 1] (``bar_kind="prob"``) or Q-values (``"q"``).
-        bar_kind: ``"prob"`` for PPO/A2C action probabilities, ``"q"`` for DQN Q-values.
+        bar_kind: ``"prob"`` for PPO/A2C action probabilities, ``"q"`` for DQN Q-values,
+            ``"component"`` for continuous action components (bars span ``bounds``), ``"parts"``
+            for every part's probabilities of a structured action.
         value: State value V(s), or None when the algorithm has none.
         reward: Reward received for this step.
         episode_return: Sum of rewards so far in this episode.
@@ -70,6 +72,16 @@ class PanelInfo:
     cam_scale: float
     env_index: int = 0
     frame_shares: np.ndarray | None = None
+    # Families whose action is not one index: the big action text, the rows marked as taken
+    # (default: ``action``'s), each row's (low, high) for ``bar_kind="component"``, the value's name.
+    action_label: str | None = None
+    chosen: tuple[int, ...] | None = None
+    bounds: tuple[np.ndarray, np.ndarray] | None = None
+    value_label: str = "value"
+    tile_kind: str = "action"  # what the all-actions grid's tiles are: action, component, critic, part
+
+    def chosen_rows(self) -> tuple[int, ...]:
+        return (self.action,) if self.chosen is None else tuple(self.chosen)
 
 
 @functools.lru_cache(maxsize=32)
@@ -134,15 +146,29 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.FreeTypeFont, max
     return text + "…"
 
 
-def _bar_fractions(bars: np.ndarray, kind: str) -> np.ndarray:
+_BAR_KINDS = ("prob", "q", "component", "parts")
+_CAPTIONS = {
+    "prob": "policy  P(a | s)",
+    "q": "Q(s, a)   bars scaled min to max",
+    "component": "action components, within their bounds",
+    "parts": "P(choice | s) per part of the action",
+}
+
+
+def _bar_fractions(bars: np.ndarray, kind: str, bounds=None) -> np.ndarray:
     """Bar lengths in [0, 1]: probabilities as they are, Q-values min-max scaled.
 
     The Q-values of one state are often close together and may all be negative, so their bars run
     from a short stub (worst action) to full length (best); the printed numbers carry the scale.
     """
     b = np.nan_to_num(np.asarray(bars, dtype=np.float64))
-    if kind == "prob":
+    if kind in ("prob", "parts"):
         return np.clip(b, 0.0, 1.0)
+    if kind == "component" and bounds is not None:
+        lo, hi = (np.asarray(x, dtype=np.float64).reshape(-1) for x in bounds)
+        finite = np.isfinite(lo) & np.isfinite(hi) & (hi > lo)
+        span = np.where(finite, hi - lo, 1.0)
+        return np.where(finite, np.clip((b - np.where(finite, lo, 0.0)) / span, 0.0, 1.0), 0.5 + 0.5 * np.tanh(b))
     lo, hi = float(b.min()), float(b.max())
     if hi - lo < 1e-12:
         return np.ones_like(b)
@@ -150,7 +176,7 @@ def _bar_fractions(bars: np.ndarray, kind: str) -> np.ndarray:
 
 
 def _fmt_bar(value: float, kind: str) -> str:
-    return f"{100.0 * value:.1f}%" if kind == "prob" else f"{value:+.2f}"
+    return f"{100.0 * value:.1f}%" if kind in ("prob", "parts") else f"{value:+.2f}"
 
 
 @dataclass(frozen=True)
@@ -189,6 +215,7 @@ def _panel_base(
     bar_kind: str,
     footer: tuple[tuple[str, str], ...],
     n_shares: int = 0,
+    value_label: str = "value",
 ) -> tuple[Image.Image, _Layout]:
     """Draw the parts of the panel that stay fixed for a run, and lay out the rest.
 
@@ -216,7 +243,7 @@ def _panel_base(
     y = y_action + f_big.size * 1.3
     rule(y)
     y += pad * 0.6
-    caption = "policy  P(a | s)" if bar_kind == "prob" else "Q(s, a)   bars scaled min to max"
+    caption = _CAPTIONS[bar_kind]
     draw.text((pad, y), _fit(draw, caption, f_label, inner), font=f_label, fill=_DIM)
     y_bars = y + f_label.size * 1.4
 
@@ -245,7 +272,7 @@ def _panel_base(
     scalar_h = f_mid.size * 1.35
     y_scalars = y_legend_title - pad * 1.2 - scalar_h * 3
     scalar_ys = tuple(y_scalars + i * scalar_h for i in range(3))
-    for yy, name in zip(scalar_ys, ("value", "reward", "return"), strict=True):
+    for yy, name in zip(scalar_ys, (value_label, "reward", "return"), strict=True):
         draw.text((pad, yy), name, font=f_mid, fill=_DIM)
     rule(y_scalars - pad * 0.6)
     section_top = y_scalars
@@ -320,17 +347,18 @@ def _panel_image(info: PanelInfo, height: int, width: int) -> Image.Image:
     """The panel as a Pillow RGB image of (width, height); see :func:`draw_panel`."""
     names = tuple(str(s) for s in info.action_names)
     bars = np.asarray(info.bars, dtype=np.float64).reshape(-1)
-    if info.bar_kind not in ("prob", "q"):
-        raise ValueError(f"bar_kind must be 'prob' or 'q', got {info.bar_kind!r}")
+    if info.bar_kind not in _BAR_KINDS:
+        raise ValueError(f"bar_kind must be one of {', '.join(_BAR_KINDS)}, got {info.bar_kind!r}")
     if len(names) == 0 or bars.shape != (len(names),):
         raise ValueError(f"bars must have one entry per action name ({len(names)}), got shape {bars.shape}")
-    if not 0 <= info.action < len(names):
+    chosen_rows = info.chosen_rows()
+    if not all(0 <= row < len(names) for row in chosen_rows):
         raise ValueError(f"action {info.action} is out of range for {len(names)} actions")
     if height < 32 or width < 64:
         raise ValueError(f"panel of {height}x{width} px is too small; use at least 32 px high, 64 px wide")
     footer = (("target", info.target), ("method", info.method), ("layer", info.layer), ("norm", info.norm))
     shares = np.zeros(0) if info.frame_shares is None else np.asarray(info.frame_shares, dtype=np.float64).reshape(-1)
-    base, lay = _panel_base(height, width, names, info.bar_kind, footer, len(shares))
+    base, lay = _panel_base(height, width, names, info.bar_kind, footer, len(shares), info.value_label)
     img = base.copy()
     draw = ImageDraw.Draw(img)
     pad, right = lay.pad, width - lay.pad
@@ -338,13 +366,14 @@ def _panel_image(info: PanelInfo, height: int, width: int) -> Image.Image:
 
     header = f"step {info.step}  ·  episode {info.episode}  ·  env {info.env_index}"
     _text(img, (pad, lay.y_header), _fit(draw, header, lay.f_small, inner), lay.f_small, _DIM)
-    _text(img, (pad, lay.y_action), _fit(draw, names[info.action], lay.f_big, inner), lay.f_big, _ACCENT)
+    big = names[info.action] if info.action_label is None else info.action_label
+    _text(img, (pad, lay.y_action), _fit(draw, big, lay.f_big, inner), lay.f_big, _ACCENT)
 
-    fracs = _bar_fractions(bars, info.bar_kind)
+    fracs = _bar_fractions(bars, info.bar_kind, info.bounds)
     bar_len = lay.x_bar1 - lay.x_bar0
     half = lay.bar_h / 2
     for i, mid in enumerate(lay.row_mids):
-        chosen = i == info.action
+        chosen = i in chosen_rows
         if fracs[i] > 0:
             x1 = lay.x_bar0 + bar_len * fracs[i]
             draw.rectangle([lay.x_bar0, mid - half, x1, mid + half], fill=_BAR_CHOSEN if chosen else _BAR)

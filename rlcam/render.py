@@ -13,7 +13,7 @@ import functools
 import numpy as np
 from PIL import Image, ImageDraw
 
-from rlcam.colormap import _LUT_PALETTE, LUT, _heat_index, colormap
+from rlcam.colormap import _LUT_DOWN_PALETTE, _LUT_PALETTE, LUT, _heat_index, colormap
 from rlcam.panel import (
     _ACCENT,
     _BG,
@@ -62,14 +62,14 @@ def _check_alpha(alpha: float) -> float:
     return float(alpha)
 
 
-def _paint_heat(canvas: Image.Image, index: Image.Image, alpha: float) -> None:
+def _paint_heat(canvas: Image.Image, index: Image.Image, alpha: float, palette: bytes = _LUT_PALETTE) -> None:
     """Blend the colormapped ``index`` ("L" image of LUT indices) onto ``canvas`` in place.
 
     Pillow's masked paste computes ``dst + (src - dst) * mask / 255`` with exact rounding, so a
     mask of 0 (heat 0) leaves ``dst`` bit-for-bit unchanged.
     """
     colour = index.copy()
-    colour.putpalette(_LUT_PALETTE)  # "L" -> "P": the index image now reads as colormap colours
+    colour.putpalette(palette)  # "L" -> "P": the index image now reads as colormap colours
     canvas.paste(colour.convert("RGB"), (0, 0), index.point(_mask_table(alpha)))
 
 
@@ -156,7 +156,8 @@ def draw_action_grid(
     grid_h = title_h + rows * (caption_h + tile_h + gap) + gap
     img = Image.new("RGB", (width, grid_h), _BG)
     draw = ImageDraw.Draw(img)
-    _text(img, (gap, round(font.size * 0.4)), f"every action's map, one scale: 0 .. {cam_scale:.3g}", font, _DIM)
+    title = f"every {info.tile_kind}'s map, one scale: 0 .. {cam_scale:.3g}"
+    _text(img, (gap, round(font.size * 0.4)), title, font, _DIM)
     game = Image.fromarray(np.ascontiguousarray(frame)).resize((tile_w, tile_h), Image.Resampling.NEAREST)
     bars = np.asarray(info.bars, dtype=np.float64).reshape(-1)
     for a, name in enumerate(names):
@@ -166,7 +167,7 @@ def draw_action_grid(
         tile = game.copy()
         _paint_heat(tile, Image.fromarray(_as_index(heats[a])), _check_alpha(alpha))
         img.paste(tile, (x, y + caption_h))
-        chosen = a == info.action
+        chosen = a in info.chosen_rows()
         label = _fit(draw, f"{name}  {_fmt_bar(bars[a], info.bar_kind)}", font, tile_w)
         _text(img, (x, y + caption_h / 2), label, font, _ACCENT if chosen else _DIM, anchor="lm")
         if chosen:
@@ -183,6 +184,8 @@ def compose(
     panel_width: int | None = None,
     action_heats: np.ndarray | None = None,
     action_scale: float = 0.0,
+    heat_down: np.ndarray | None = None,
+    grid_info: PanelInfo | None = None,
 ) -> np.ndarray:
     """Build one video frame: the upscaled game with the heat over it, the panel to its right.
 
@@ -198,6 +201,10 @@ def compose(
         action_heats: Optional ``(A, tile_h, tile_w)`` maps of every action for the grid drawn
             under the view (:func:`draw_action_grid`; sizes from :func:`grid_tile_size`).
         action_scale: The raw map value shown as full heat in the grid's tiles.
+        heat_down: For signed targets, the counterfactual map (what pushes the score down), like
+            ``heat`` and on the same scale, painted over it in the cool ramp ``LUT_DOWN``.
+        grid_info: What the grid's captions show (tile names, values, the taken tile), when the
+            tiles are not the panel's bars (action components, action parts); default ``info``.
 
     Returns:
         ``(H*scale + grid_h, W*scale + panel_width, 3)`` uint8 RGB (``grid_h`` 0 without a grid),
@@ -227,11 +234,18 @@ def compose(
     else:
         game = game.copy()  # painted in place below; the caller's frame must stay as it is
     _paint_heat(game, index, _check_alpha(alpha))
+    if heat_down is not None:
+        if heat_down.shape != heat.shape:
+            raise ValueError(f"heat_down must be shaped like heat {heat.shape}, got {heat_down.shape}")
+        down = Image.fromarray(_as_index(heat_down))
+        if down.size != (big_w, big_h):
+            down = down.resize((big_w, big_h), Image.Resampling.BILINEAR)
+        _paint_heat(game, down, alpha, _LUT_DOWN_PALETTE)
     # Assemble in numpy rather than on a Pillow canvas: one big allocation fewer, and the result
     # is writable (arrays exported from Pillow images are read-only).
     grid = None
     if action_heats is not None:
-        grid = draw_action_grid(frame, action_heats, info, big_w + pw, action_scale, alpha)
+        grid = draw_action_grid(frame, action_heats, grid_info or info, big_w + pw, action_scale, alpha)
     total_h = big_h + (0 if grid is None else len(grid))
     out = np.zeros((total_h + total_h % 2, big_w + pw + (big_w + pw) % 2, 3), dtype=np.uint8)  # black padding
     out[:big_h, :big_w] = np.asarray(game)

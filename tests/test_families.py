@@ -214,6 +214,22 @@ def test_critic_q_maps_go_through_the_critic_extractor(kind):
     venv.close()
 
 
+@pytest.mark.parametrize("kind", ["sac", "tqc"])
+def test_critic_tiles_equal_each_critic_explained_alone(kind):
+    venv = venv_for(BOX)
+    agent = as_agent(build(kind, venv))
+    obs = venv.reset()
+    with Explainer(agent, target="q") as explainer:
+        explained = explainer.explain(obs, all_actions=True)
+    assert explained.action_cams.shape[1] == 2  # two critics
+    for k in range(2):
+        with Explainer(agent, target=f"q:{k}") as explainer:
+            alone = explainer.explain(obs, actions=explained.actions)
+        np.testing.assert_allclose(explained.action_cams[:, k], alone.cam, rtol=1e-4, atol=1e-7)
+        np.testing.assert_allclose(explained.tile_scores[:, k], alone.score, rtol=1e-5)
+    venv.close()
+
+
 def test_signed_targets_give_the_counterfactual_map(case):
     kind, model, _, obs = case
     agent = as_agent(model)

@@ -66,6 +66,10 @@ class Family:
         """Module paths (inside ``model.policy``) of the feature extractors ``target`` depends on."""
         raise NotImplementedError
 
+    def describe(self, target: str) -> str:
+        """The target as the panel's footer names it (what a plain name resolves to, where it matters)."""
+        return target
+
     def signed(self, target: str) -> bool:
         """Whether the sign of the target's gradient means something to show (what pushes it up or down)."""
         return False

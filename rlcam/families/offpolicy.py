@@ -57,6 +57,19 @@ class ActorCritics(_Components):
             return f"{Q}:min"
         return f"{Q}:0"
 
+    def tiles(self, target):
+        """A tile per action component for the actor's targets, a tile per critic for the critics'
+        (a critic layer cannot explain the actor, nor the actor's layer a critic)."""
+        if target == Q or target.startswith(Q + ":"):
+            return [(f"critic {k}", f"{Q}:{k}", None) for k in range(self.n_critics)]
+        return super().tiles(target)
+
+    def describe(self, target):
+        rule = self.q_rule() if target == Q else target
+        which = {"min": f"min of {self.n_critics} critics", "mean": f"mean of {self.n_critics} critics' quantiles"}
+        part = rule[len(Q) + 1 :]
+        return f"{target} ({which.get(part, f'critic {part}')})" if target.startswith(Q) else target
+
     def extractor_paths(self, target):
         if target == Q or target.startswith(Q + ":"):
             return ["critic.features_extractor"]
@@ -100,7 +113,12 @@ class ActorCritics(_Components):
         if target.startswith(MEAN):
             return forward.action_scores[:, int(target[len(MEAN) :])]
         if target == Q or target.startswith(Q + ":"):
-            return self._q(target, self.critic_values(forward.extra["obs"], actions))
+            # One critic pass per forward and action: every critic target and tile shares its graph.
+            memo = forward.extra.get("critic_memo")
+            if memo is None or memo[0] is not actions:
+                memo = (actions, self.critic_values(forward.extra["obs"], actions))
+                forward.extra["critic_memo"] = memo
+            return self._q(target, memo[1])
         raise RlcamError(f"unknown target {target!r}.")
 
     def _q(self, target: str, values: torch.Tensor) -> torch.Tensor:
