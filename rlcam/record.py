@@ -366,6 +366,7 @@ class StepWriter:
                 action=explained.actions,
                 score=explained.score,
                 value=explained.value,
+                action_values=explained.action_values,  # the panel's bars: the report's probabilities or Q-values
                 reward=np.asarray(rewards, dtype=np.float32),
                 done=np.asarray(dones, dtype=bool),
                 game_over=game_over,
