@@ -1,0 +1,485 @@
+"""``rlcam report``: one self-contained HTML page to inspect a recorded run step by step.
+
+The page (``report_assets/``: plain canvas, no library, no network) gets the trace's raw maps and
+draws everything itself: the frame with the map over it (normalisation, overlay and opacity
+switchable live), the timeline, the step's panel, the moments worth a look. What it needs that a
+trace does not hold is the game frames; they are rebuilt here by replaying the trace's actions in
+its env from its seed, and the replay is checked step by step against what the trace recorded
+(rewards, life losses, game ends, object positions, observations when stored), so frame k on the
+page is the frame the agent saw at step k or the report is not written.
+
+    trace (T, ...) + replayed frames (T, H, W, 3) -> payload (JSON, binary arrays in base64) -> HTML
+
+Frames travel as palette indices (Atari frames have at most 128 colours; RGB otherwise), in
+chunks of ``FRAME_CHUNK`` steps, each chunk XOR-delta coded along time and deflated: 1000 Breakout
+steps take ~0.1 MB. The browser inflates them with its built-in ``DecompressionStream``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import os
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlcam.colormap import LUT
+from rlcam.errors import RlcamError
+from rlcam.geometry import Placement
+from rlcam.norm import RUNNING_DECAY
+from rlcam.video import PLACEMENT_META, load_trace
+
+__all__ = ["ReportRun", "run_from_trace", "write_report", "page_html"]
+
+ASSETS = Path(__file__).with_name("report_assets")
+FRAME_CHUNK = 32
+OBJECT_RADIUS = 10.0  # px on the raw frame counted as "on" an object (rlcam check's default)
+MOMENTS_PER_KIND = 6
+REQUIRED = ("cam", "action", "value", "reward", "done", "game_over")
+# Probability bars (actor-critic policies) or Q-value bars (Q-networks), from the algorithm.
+BAR_KIND = {"ppo": "prob", "a2c": "prob", "recurrentppo": "prob", "dqn": "q", "qrdqn": "q"}
+
+
+@dataclass
+class ReportRun:
+    """One run as the page shows it: the arrays of one env (no env axis) and its frames.
+
+    Attributes:
+        label: what the page calls the run (the agent's file name by default).
+        meta: the trace's meta.
+        arrays: ``(T, ...)`` per-step arrays: the trace's keys for one env.
+        frames: ``(T, H, W, 3)`` uint8 RGB, what the video shows at step k (the env's render, or the
+            observation where the recorder shows that), when the agent acted at step k.
+        raw_hw: the env's rendered frame size, in whose pixels object positions are given.
+        notes: sentences the page shows about what this run lacks.
+    """
+
+    label: str
+    meta: dict
+    arrays: dict[str, np.ndarray]
+    frames: np.ndarray
+    raw_hw: tuple[int, int]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def steps(self) -> int:
+        return len(self.arrays["action"])
+
+
+def check_output(out: Path, overwrite: bool) -> None:
+    """Fail before any work when ``out`` cannot become the report."""
+    out = Path(out)
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise RlcamError(f"the report path must end in .html, not {out.name!r}.")
+    if out.is_dir():
+        raise RlcamError(f"output {out} is a directory; give a file name.")
+    if out.exists() and not overwrite:
+        raise RlcamError(f"output {out} already exists; pass --overwrite to replace it.")
+    if not out.parent.is_dir():
+        raise RlcamError(f"output directory {out.parent} does not exist; create it first.")
+
+
+# -- the run: trace + frames ------------------------------------------------------------------------
+
+
+def run_from_trace(trace_path: str | os.PathLike[str], env_index: int = 0, label: str | None = None) -> ReportRun:
+    """Load a trace for the page and rebuild its frames by a checked replay.
+
+    Raises:
+        RlcamError: the trace is missing, damaged or foreign, lacks what the page needs, or its env
+            does not reproduce the recorded run (then its frames cannot be rebuilt).
+    """
+    path = Path(trace_path)
+    trace = load_trace(path, keys=None)
+    meta = trace.meta
+    lacking = [k for k in REQUIRED if k not in trace] + [
+        k for k in ("env_id", "seed", "action_names", PLACEMENT_META) if k not in meta
+    ]
+    if lacking:
+        raise RlcamError(
+            f"trace {path} lacks {', '.join(lacking)}, which the report needs; record it again with 'rlcam record'."
+        )
+    n_envs = int(meta.get("n_envs", 1))
+    if not 0 <= env_index < n_envs:
+        raise RlcamError(f"--env-index must lie in 0..{n_envs - 1} for this trace of {n_envs} envs, not {env_index}.")
+    arrays = {k: (v[:, env_index] if n_envs > 1 else v) for k, v in trace.arrays.items() if k != "cam_input"}
+    if arrays["action"].ndim != 1:
+        raise RlcamError(
+            f"trace {path} has non-discrete actions {arrays['action'].shape[1:]}; reports show discrete ones."
+        )
+    if len(arrays["action"]) == 0:
+        raise RlcamError(f"trace {path} holds no steps.")
+    notes = []
+    if "action_values" not in arrays:
+        notes.append(
+            "This trace has no action_values (recorded before rlcam stored them): no probabilities or Q-values."
+        )
+    frames, raw_hw = replay_frames(meta, arrays, env_index, path)
+    return ReportRun(label or Path(str(meta.get("agent", path.stem))).name, meta, arrays, frames, raw_hw, notes)
+
+
+def replay_frames(
+    meta: dict, arrays: dict[str, np.ndarray], env_index: int, source: Path
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """``(T, H, W, 3)`` frames of env ``env_index`` as the video shows them, and the rendered frame's size,
+    by stepping its env with the recorded actions.
+
+    Every step is checked against the trace: reward, life loss (``done``), game end, object
+    positions and, when stored, the policy input must match, else the env did not reproduce the run.
+    """
+    from rlcam.envs import frames, make_env
+    from rlcam.objects import positions
+    from rlcam.record import observation_frames, shows_observation
+
+    env_id = meta["env_id"]
+    venv, _ = make_env(env_id, n_envs=1, seed=int(meta["seed"]) + env_index)
+    out = []
+    from_obs, raw_hw = False, (0, 0)
+
+    def recorded(key: str, t: int):
+        return arrays[key][t] if key in arrays else None
+
+    try:
+        obs = venv.reset()
+        rendered = frames(venv)[0]
+        from_obs, raw_hw = shows_observation(venv.observation_space, rendered), rendered.shape[:2]
+        for t, action in enumerate(arrays["action"]):
+            checks = {"policy input": (obs[0], recorded("obs", t))}
+            for name, centre in positions(venv, env_id).items():  # where things were when the agent acted
+                checks[f"{name} position"] = (centre[0], recorded(f"obj_{name}", t))
+            out.append(observation_frames(obs[:1])[0] if from_obs else frames(venv)[0])  # the recorder's choice
+            obs, rewards, dones, infos = venv.step(np.array([action]))
+            checks["reward"] = (rewards[0], recorded("reward", t))
+            checks["life loss"] = (dones[0], recorded("done", t))
+            checks["game end"] = ("episode" in infos[0], recorded("game_over", t))
+            for what, (replayed, stored) in checks.items():
+                if stored is not None and not np.allclose(replayed, stored, equal_nan=True):
+                    raise RlcamError(
+                        f"replaying trace {source} in {env_id} did not reproduce the recorded run (the {what} "
+                        f"differs at step {t}): the env is not reproducible from its seed, so the page's frames "
+                        "cannot be rebuilt."
+                    )
+    finally:
+        venv.close()
+    return np.stack(out), raw_hw
+
+
+# -- what the page plots -------------------------------------------------------------------------------
+
+
+def bar_kind(meta: dict) -> str:
+    return meta.get("bar_kind") or BAR_KIND.get(str(meta.get("algo", "")).lower(), "q")
+
+
+def series(run: ReportRun) -> dict[str, np.ndarray]:
+    """Per-step ``(T,)`` float series for the timeline (NaN where undefined)."""
+    a = run.arrays
+    T = run.steps
+    out: dict[str, np.ndarray] = {"value": a["value"].astype(np.float64), "reward": a["reward"].astype(np.float64)}
+    game_over = a["game_over"].astype(bool)
+    ret, total = np.zeros(T), 0.0
+    for t in range(T):
+        total += float(a["reward"][t])
+        ret[t] = total
+        if game_over[t]:
+            total = 0.0
+    out["return"] = ret
+    out["episode"] = np.concatenate([[0], np.cumsum(game_over)[:-1]]).astype(np.float64)
+    out["peak"] = a["cam"].reshape(T, -1).max(axis=1).astype(np.float64)
+    if "action_values" in a:
+        values = a["action_values"].astype(np.float64).reshape(T, -1)
+        out["chosen"] = values[np.arange(T), a["action"]]
+        top = np.sort(values, axis=1)[:, ::-1]
+        out["margin"] = top[:, 0] - top[:, 1] if values.shape[1] > 1 else np.full(T, np.nan)
+        if bar_kind(run.meta) == "prob":
+            p = np.clip(values, 0.0, 1.0)
+            out["entropy"] = -(p * np.log(np.where(p > 0, p, 1.0))).sum(axis=1)
+    out.update(object_shares(run))
+    return out
+
+
+def object_shares(run: ReportRun) -> dict[str, np.ndarray]:
+    """``share_<name>``: each step's share of map mass within ``OBJECT_RADIUS`` px of each known object."""
+    from rlcam.objects import share_near
+
+    keys = sorted(k for k in run.arrays if k.startswith("obj_"))
+    if not keys:
+        return {}
+    ys, xs = placement(run.meta).frame_matrices(*run.raw_hw)  # objects are located on the rendered frame
+    out = {f"share_{k[4:]}": np.full(run.steps, np.nan) for k in keys}
+    for t in range(run.steps):
+        heat = ys @ run.arrays["cam"][t].astype(np.float32) @ xs.T
+        for k in keys:
+            out[f"share_{k[4:]}"][t] = share_near(heat, run.arrays[k][t], OBJECT_RADIUS)
+    return out
+
+
+def placement(meta: dict) -> Placement:
+    entry = meta[PLACEMENT_META]
+    return Placement(meta.get("placement", "bilinear"), np.asarray(entry["y"]), np.asarray(entry["x"]))
+
+
+def _top_steps(score: np.ndarray, count: int, spacing: int = 8) -> list[int]:
+    """Indices of the ``count`` largest finite scores, at least ``spacing`` steps apart (the first of a burst wins)."""
+    order = [int(i) for i in np.argsort(-score, kind="stable") if np.isfinite(score[i])]
+    picked: list[int] = []
+    for i in order:
+        if all(abs(i - j) >= spacing for j in picked):
+            picked.append(i)
+        if len(picked) == count:
+            break
+    return picked
+
+
+def moments(run: ReportRun, s: dict[str, np.ndarray]) -> list[dict]:
+    """The "moments worth a look": lists of ``{step, text}``, each list with its title and what it ranks."""
+    a, T = run.arrays, run.steps
+    found = []
+    drop = np.full(T, np.nan)
+    if T > 1:
+        # The value's fall from step t to t+1, except across a new game (its start is no drop).
+        drop[:-1] = np.where(a["game_over"][:-1], np.nan, s["value"][:-1] - s["value"][1:])
+        drop[drop <= 0] = np.nan
+    items = [
+        {"step": t, "text": f"value {s['value'][t]:.3g} \u2192 {s['value'][t + 1]:.3g}", "score": float(drop[t])}
+        for t in _top_steps(drop, MOMENTS_PER_KIND)
+    ]
+    found.append({"title": "Largest value drops", "kind": "drop", "items": sorted(items, key=lambda m: m["step"])})
+    done, over = a["done"].astype(bool), a["game_over"].astype(bool)
+    losses = [
+        {"step": int(t), "text": "game over" if over[t] else f"life lost, return {s['return'][t]:.0f}"}
+        for t in np.flatnonzero(done | over)
+    ]
+    found.append({"title": "Life losses and game ends", "kind": "life", "items": losses[:40]})
+    if "margin" in s and np.isfinite(s["margin"]).any():
+        unit = "probability" if bar_kind(run.meta) == "prob" else "Q"
+        names = run.meta["action_names"]
+        values = a["action_values"].reshape(T, -1)
+        items = []
+        for t in _top_steps(-s["margin"], MOMENTS_PER_KIND):
+            first, second = np.argsort(-values[t], kind="stable")[:2]
+            items.append({"step": t, "text": f"{names[first]} vs {names[second]}: {unit} gap {s['margin'][t]:.3g}"})
+        found.append(
+            {"title": "Most uncertain decisions", "kind": "uncertain", "items": sorted(items, key=lambda m: m["step"])}
+        )
+    jump = np.full(T, np.nan)
+    jump[1:] = np.abs(np.diff(s["peak"]))
+    items = [
+        {"step": t, "text": f"map peak {s['peak'][t - 1]:.3g} \u2192 {s['peak'][t]:.3g}"}
+        for t in _top_steps(jump, MOMENTS_PER_KIND)
+    ]
+    found.append({"title": "Map peak jumps", "kind": "peak", "items": sorted(items, key=lambda m: m["step"])})
+    for group in found:
+        for item in group["items"]:
+            item.pop("score", None)
+    return found
+
+
+# -- the payload -------------------------------------------------------------------------------------------
+
+
+def _b64(array: np.ndarray, dtype: str) -> dict:
+    """A binary array for the page: little-endian bytes in base64, with its dtype and shape."""
+    arr = np.ascontiguousarray(array, dtype={"f4": "<f4", "i4": "<i4", "u1": "u1"}[dtype])
+    return {"dtype": dtype, "shape": list(arr.shape), "b64": base64.b64encode(arr.tobytes()).decode("ascii")}
+
+
+def encode_frames(frames: np.ndarray, chunk: int = FRAME_CHUNK) -> dict:
+    """``(T, H, W, 3)`` uint8 -> palette (or RGB) planes, XOR-delta coded per chunk of steps and deflated."""
+    T, H, W, _ = frames.shape
+    packed = (frames[..., 0].astype(np.uint32) << 16) | (frames[..., 1].astype(np.uint32) << 8) | frames[..., 2]
+    colours = np.unique(packed[:, ::4, ::4])  # most colours; the exact check below adds what the sample missed
+    while True:
+        index = np.minimum(np.searchsorted(colours, packed), len(colours) - 1)
+        missing = colours[index] != packed
+        if not missing.any() or len(colours) > 256:
+            break
+        colours = np.union1d(colours, np.unique(packed[missing]))
+    if len(colours) <= 256:
+        planes, palette, channels = index.astype(np.uint8), colours, 1
+    else:
+        planes, palette, channels = np.ascontiguousarray(frames), None, 3
+    chunks = []
+    for start in range(0, T, chunk):
+        block = planes[start : start + chunk]
+        delta = block.copy()
+        delta[1:] ^= block[:-1]  # consecutive game frames differ in a few hundred pixels
+        chunks.append(base64.b64encode(zlib.compress(delta.tobytes(), 9)).decode("ascii"))
+    spec = {"steps": T, "height": H, "width": W, "channels": channels, "chunk": chunk, "chunks": chunks}
+    if palette is not None:
+        rgb = np.stack([(palette >> 16) & 255, (palette >> 8) & 255, palette & 255], axis=1)
+        spec["palette"] = _b64(rgb.astype(np.uint8), "u1")
+    return spec
+
+
+def display_scale(meta: dict, frame_hw: tuple[int, int]) -> int:
+    """The video's integer upscaling (the recorder's ``--scale``, else its automatic one: ~630 px tall)."""
+    return int(meta.get("scale") or max(1, 630 // frame_hw[0]))
+
+
+def _clean(x: Any) -> Any:
+    """JSON without NaN/inf (not valid JSON): they become null."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_clean(v) for v in x]
+    if isinstance(x, np.generic):
+        return _clean(x.item())
+    return x
+
+
+def run_payload(run: ReportRun, frames_ref: int, scale: int) -> dict:
+    """What the page gets for one run: maps, placement at display size, series, moments, notes."""
+    H, W = run.frames.shape[1:3]
+    a = run.arrays
+    s = series(run)
+    ys, xs = placement(run.meta).frame_matrices(H * scale, W * scale)
+    tile_ys, tile_xs = placement(run.meta).frame_matrices(H, W)
+    meta = {k: v for k, v in run.meta.items() if k != PLACEMENT_META}
+    payload = {
+        "label": run.label,
+        "meta": meta,
+        "frames": frames_ref,
+        "bar_kind": bar_kind(run.meta),
+        "action_names": [str(n) for n in run.meta["action_names"]],
+        "cam": _b64(a["cam"], "f4"),
+        "placement": {
+            "ys": _b64(ys, "f4"),
+            "xs": _b64(xs, "f4"),
+            "tile_ys": _b64(tile_ys, "f4"),
+            "tile_xs": _b64(tile_xs, "f4"),
+        },
+        "action": _b64(a["action"], "i4"),
+        "done": _b64(a["done"].astype(np.uint8), "u1"),
+        "game_over": _b64(a["game_over"].astype(np.uint8), "u1"),
+        "series": {k: _b64(v, "f4") for k, v in s.items()},
+        "moments": moments(run, s),
+        "notes": list(run.notes),
+    }
+    for key in ("action_values", "action_cams", "frame_shares", "score"):
+        if key in a:
+            payload[key] = _b64(a[key], "f4")
+    # Object centres (y, x) moved from the rendered frame's pixels to the shown frame's.
+    to_shown = np.array([H / run.raw_hw[0], W / run.raw_hw[1]], np.float32)
+    payload["objects"] = {k[4:]: _b64(a[k] * to_shown, "f4") for k in sorted(a) if k.startswith("obj_")}
+    payload["object_radius"] = OBJECT_RADIUS * H / run.raw_hw[0]
+    return payload
+
+
+def page_html(payload: dict) -> str:
+    """The page: template + CSS + JS + the payload, in one file."""
+    template = (ASSETS / "report.html").read_text()
+    data = json.dumps(_clean(payload), separators=(",", ":"), allow_nan=False)
+    data = data.replace("<", "\\u003c")  # no "</script>" can end the data block early
+    title = html.escape(str(payload.get("title", "rlcam report")))
+    return (
+        template.replace("{{TITLE}}", title)
+        .replace("/*{{CSS}}*/", (ASSETS / "report.css").read_text())
+        .replace("/*{{JS}}*/", (ASSETS / "report.js").read_text())
+        .replace("{{DATA}}", data)
+    )
+
+
+def payload_for(runs: list[ReportRun], title: str, shared_frames: bool = False, compare: dict | None = None) -> dict:
+    """The page's data for one run, or for two (``compare``); ``shared_frames``: both runs saw the same frames."""
+    frame_specs = [encode_frames(runs[0].frames)]
+    if len(runs) > 1 and not shared_frames:
+        frame_specs += [encode_frames(r.frames) for r in runs[1:]]
+    scale = display_scale(runs[0].meta, runs[0].frames.shape[1:3])
+    return {
+        "version": 1,
+        "title": title,
+        "steps": runs[0].steps,
+        "scale": scale,
+        "fps": int(runs[0].meta.get("fps", 30)),
+        "norm": runs[0].meta.get("normalisation", "running"),
+        "running_decay": RUNNING_DECAY,
+        "lut": _b64(LUT, "u1"),
+        "frames": frame_specs,
+        "runs": [run_payload(r, 0 if shared_frames else i, scale) for i, r in enumerate(runs)],
+        "compare": compare,
+    }
+
+
+# -- writing -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ReportResult:
+    path: Path
+    steps: int
+    bytes: int
+
+
+def video_frame_count(video: Path) -> int:
+    import imageio_ffmpeg
+
+    try:
+        return int(imageio_ffmpeg.count_frames_and_secs(str(video))[0])
+    except Exception as exc:  # ffmpeg could not read it
+        raise RlcamError(f"cannot read the video {video} ({exc}); give the video recorded with the trace.") from None
+
+
+def check_video(video: Path, steps: int) -> None:
+    """The video the page links to must be this run's: one frame per step (GIFs merge repeats: not counted)."""
+    if not video.is_file():
+        raise RlcamError(f"video {video} does not exist; give the video recorded with the trace, or leave --video out.")
+    if video.suffix.lower() == ".gif":
+        return
+    count = video_frame_count(video)
+    if count != steps:
+        raise RlcamError(
+            f"video {video} has {count} frames but the trace has {steps} steps, so they are not one recording."
+        )
+
+
+def write_atomic(out: Path, text: str) -> int:
+    tmp = out.with_name(f".{out.stem}.partial{out.suffix}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return out.stat().st_size
+
+
+def write_report(
+    trace: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
+    video: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    env_index: int = 0,
+) -> ReportResult:
+    """Write the HTML report of a trace (default: beside it, same stem, ``.html``).
+
+    Args:
+        trace: the ``.npz`` written by ``rlcam record``.
+        out: the page's path.
+        video: the run's video, linked from the page and checked to have one frame per step;
+            default: the trace's sibling ``.mp4`` if there is one.
+        overwrite: replace an existing page.
+        env_index: which env of a several-env trace to show.
+    """
+    trace = Path(trace)
+    out = Path(out) if out is not None else trace.with_suffix(".html")
+    check_output(out, overwrite)
+    run = run_from_trace(trace, env_index=env_index)
+    if video is None and trace.with_suffix(".mp4").is_file():
+        video = trace.with_suffix(".mp4")
+    if video is not None:
+        video = Path(video)
+        check_video(video, run.steps)
+        run.meta["video_link"] = os.path.relpath(video.resolve(), out.resolve().parent)
+    meta = run.meta
+    title = f"{run.label} on {meta['env_id']}: {run.steps} steps"
+    size = write_atomic(out, page_html(payload_for([run], title)))
+    return ReportResult(out, run.steps, size)

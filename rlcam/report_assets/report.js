@@ -1,0 +1,1147 @@
+// rlcam report: draws a recorded run from its raw data (written by rlcam/report.py).
+// Everything the page shows is computed here from the trace's raw maps: normalisation, colour,
+// blending. The blend repeats the video's (Pillow's masked paste: DIV255(dst*(255-m) + src*m) with
+// m = round(alpha * heat index)), so a step looks the same on the page as in the MP4.
+"use strict";
+(function () {
+  const D = JSON.parse(document.getElementById("rlcam-data").textContent);
+  const T = D.steps;
+  const $ = (id) => document.getElementById(id);
+
+  function el(tag, cls, text) {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+
+  // -- binary arrays (little-endian, base64) ---------------------------------------------------
+
+  function bytesOf(b64) {
+    const bin = atob(b64);
+    const out = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+    return out;
+  }
+
+  function arr(spec) {
+    if (!spec) return null;
+    const b = bytesOf(spec.b64);
+    const Type = { f4: Float32Array, i4: Int32Array, u1: Uint8Array }[spec.dtype];
+    const a = new Type(b.buffer);
+    a.shape = spec.shape;
+    return a;
+  }
+
+  // Rows of a dense (R, C) placement matrix as its non-zero entries: bilinear and receptive-field
+  // placements have at most four per row, so placing a map costs O(pixels), whatever its size.
+  function sparseRows(spec) {
+    const m = arr(spec);
+    const [R, C] = spec.shape;
+    const start = new Int32Array(R + 1);
+    const idx = [];
+    const w = [];
+    for (let r = 0; r < R; r++) {
+      start[r] = idx.length;
+      for (let c = 0; c < C; c++) {
+        const v = m[r * C + c];
+        if (v !== 0) {
+          idx.push(c);
+          w.push(v);
+        }
+      }
+    }
+    start[R] = idx.length;
+    return { R, C, start, idx: Int32Array.from(idx), w: Float64Array.from(w) };
+  }
+
+  const LUT = arr(D.lut); // (256, 3)
+  const LUT32 = new Uint32Array(256);
+  for (let i = 0; i < 256; i++) LUT32[i] = 0xff000000 | (LUT[3 * i + 2] << 16) | (LUT[3 * i + 1] << 8) | LUT[3 * i];
+
+  const rgbOf = (i) => `rgb(${LUT[3 * i]}, ${LUT[3 * i + 1]}, ${LUT[3 * i + 2]})`;
+
+  // -- frames: chunks of XOR-delta coded palette (or RGB) planes, deflated -----------------------
+
+  async function inflate(u8) {
+    const stream = new Blob([u8]).stream().pipeThrough(new DecompressionStream("deflate"));
+    return new Uint8Array(await new Response(stream).arrayBuffer());
+  }
+
+  class FrameStore {
+    constructor(spec) {
+      this.H = spec.height;
+      this.W = spec.width;
+      this.C = spec.channels;
+      this.chunk = spec.chunk;
+      this.chunks = spec.chunks;
+      this.size = this.H * this.W * this.C;
+      this.palette = null;
+      if (spec.palette) {
+        const p = arr(spec.palette);
+        this.palette = new Uint32Array(p.length / 3);
+        for (let i = 0; i < this.palette.length; i++) {
+          this.palette[i] = 0xff000000 | (p[3 * i + 2] << 16) | (p[3 * i + 1] << 8) | p[3 * i];
+        }
+      }
+      this.cache = new Map();
+      this.loading = new Map();
+      this.maxChunks = Math.max(6, Math.floor(256e6 / (this.size * this.chunk)));
+      this.listeners = [];
+      this.focus = 0;
+    }
+    frame(t) {
+      const c = Math.floor(t / this.chunk);
+      const buf = this.cache.get(c);
+      if (!buf) {
+        this.load(c);
+        return null;
+      }
+      const at = (t - c * this.chunk) * this.size;
+      return buf.subarray(at, at + this.size);
+    }
+    load(c) {
+      if (c < 0 || c >= this.chunks.length || this.cache.has(c) || this.loading.has(c)) return;
+      const job = inflate(bytesOf(this.chunks[c])).then((buf) => {
+        const n = buf.length / this.size;
+        const aligned = this.size % 4 === 0;
+        const v = aligned ? new Uint32Array(buf.buffer) : buf;
+        const s = aligned ? this.size / 4 : this.size;
+        for (let i = 1; i < n; i++) {
+          const a = i * s;
+          const b = a - s;
+          for (let j = 0; j < s; j++) v[a + j] ^= v[b + j];
+        }
+        this.cache.set(c, buf);
+        this.loading.delete(c);
+        this.evict();
+        for (const f of this.listeners) f(c);
+      });
+      this.loading.set(c, job);
+    }
+    prefetch(t) {
+      const c = Math.floor(t / this.chunk);
+      this.focus = c;
+      for (const d of [0, 1, -1, 2, 3, -2]) this.load(c + d);
+    }
+    evict() {
+      while (this.cache.size > this.maxChunks) {
+        let far = -1;
+        let farDist = -1;
+        for (const k of this.cache.keys()) {
+          const d = Math.abs(k - this.focus);
+          if (d > farDist) {
+            far = k;
+            farDist = d;
+          }
+        }
+        this.cache.delete(far);
+      }
+    }
+    loadAll() {
+      // In the background, nearest chunks first, as far as the cache holds them.
+      const order = [...this.chunks.keys()].sort((a, b) => Math.abs(a - this.focus) - Math.abs(b - this.focus));
+      let i = 0;
+      const next = () => {
+        while (i < order.length && i < this.maxChunks && (this.cache.has(order[i]) || this.loading.has(order[i]))) i++;
+        if (i >= order.length || i >= this.maxChunks) return;
+        this.load(order[i]);
+        this.loading.get(order[i]).then(() => setTimeout(next, 0));
+      };
+      next();
+    }
+  }
+
+  const stores = D.frames.map((s) => new FrameStore(s));
+
+  // -- display state --------------------------------------------------------------------------------
+
+  const NORMS = ["frame", "episode", "running"];
+  const state = {
+    step: 0,
+    norm: NORMS.includes(D.norm) ? D.norm : "running",
+    overlay: true,
+    alpha: 0.6,
+    objects: false,
+    playing: false,
+    speed: 1,
+  };
+
+  function roundHalfEven(v) {
+    const r = Math.round(v);
+    return Math.abs(v % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+  }
+  let maskTable = new Uint8Array(256);
+  function setAlpha(a) {
+    state.alpha = a;
+    maskTable = new Uint8Array(256);
+    for (let i = 0; i < 256; i++) maskTable[i] = roundHalfEven(a * i); // Python's round(), as the video
+  }
+  setAlpha(state.alpha);
+
+  // Per-step normalisers of the video (rlcam/norm.py), from each step's map peak:
+  // frame = the peak; episode = the max so far in the game; running = max(previous * decay, peak).
+  function scales(peak, gameOver) {
+    const out = { frame: new Float64Array(T), episode: new Float64Array(T), running: new Float64Array(T) };
+    let ep = 0;
+    let run = 0;
+    for (let t = 0; t < T; t++) {
+      const p = peak[t];
+      ep = Math.max(ep, p);
+      run = Math.max(run * D.running_decay, p);
+      out.frame[t] = p;
+      out.episode[t] = ep;
+      out.running[t] = run;
+      if (gameOver[t]) ep = 0;
+    }
+    return out;
+  }
+
+  function mapPeaks(cams, per) {
+    const n = cams.length / per;
+    const out = new Float64Array(n);
+    for (let t = 0; t < n; t++) {
+      let m = 0;
+      for (let j = t * per, e = j + per; j < e; j++) if (cams[j] > m) m = cams[j];
+      out[t] = m;
+    }
+    return out;
+  }
+
+  // -- one run: its data, its view and its panel ------------------------------------------------------
+
+  const DIV255 = (a) => {
+    const t = a + 128;
+    return ((t >> 8) + t) >> 8;
+  };
+
+  class Run {
+    constructor(spec, index) {
+      this.spec = spec;
+      this.index = index;
+      this.store = stores[spec.frames];
+      this.names = spec.action_names;
+      this.cam = arr(spec.cam);
+      [, this.h, this.w] = spec.cam.shape;
+      this.ys = sparseRows(spec.placement.ys);
+      this.xs = sparseRows(spec.placement.xs);
+      this.tileYs = sparseRows(spec.placement.tile_ys);
+      this.tileXs = sparseRows(spec.placement.tile_xs);
+      this.action = arr(spec.action);
+      this.done = arr(spec.done);
+      this.gameOver = arr(spec.game_over);
+      this.values = arr(spec.action_values);
+      this.nA = this.names.length;
+      this.actionCams = arr(spec.action_cams);
+      this.frameShares = arr(spec.frame_shares);
+      this.score = arr(spec.score);
+      this.series = {};
+      for (const k of Object.keys(spec.series)) this.series[k] = arr(spec.series[k]);
+      this.objects = {};
+      for (const k of Object.keys(spec.objects)) this.objects[k] = arr(spec.objects[k]);
+      this.scales = scales(mapPeaks(this.cam, this.h * this.w), this.gameOver);
+      if (this.actionCams) this.actionScales = scales(mapPeaks(this.actionCams, this.nA * this.h * this.w), this.gameOver);
+      this.scale = D.scale;
+      this.Hs = this.store.H * this.scale;
+      this.Ws = this.store.W * this.scale;
+      this.tmp = new Float64Array(this.h * Math.max(this.Ws, this.store.W));
+      this.heat = new Uint8Array(this.Hs * this.Ws);
+      this.tileHeat = new Uint8Array(this.store.H * this.store.W);
+      this.colour = index === 0 ? "var(--run0)" : "var(--run1)";
+      this.build();
+    }
+
+    // Colormap indices of map ``cam[off..]`` placed by (ys, xs), scaled so ``full`` is 255:
+    // round(ys @ (cam * 255 / full) @ xs^T), clipped to 0..255 (the recorder's _placed_indices).
+    place(cams, off, ys, xs, full, out) {
+      const { h, w } = this;
+      const factor = full > 0 ? 255 / full : 0;
+      const W = xs.R;
+      const tmp = this.tmp;
+      for (let i = 0; i < h; i++) {
+        const row = off + i * w;
+        for (let X = 0; X < W; X++) {
+          let s = 0;
+          for (let k = xs.start[X], e = xs.start[X + 1]; k < e; k++) s += cams[row + xs.idx[k]] * xs.w[k];
+          tmp[i * W + X] = s * factor;
+        }
+      }
+      for (let Y = 0; Y < ys.R; Y++) {
+        const ks = ys.start[Y];
+        const ke = ys.start[Y + 1];
+        const o = Y * W;
+        for (let X = 0; X < W; X++) {
+          let s = 0;
+          for (let k = ks; k < ke; k++) s += ys.w[k] * tmp[ys.idx[k] * W + X];
+          s = Math.abs(s);
+          out[o + X] = s >= 255 ? 255 : Math.round(s);
+        }
+      }
+    }
+
+    // The frame upscaled by ``scale`` (nearest), with the heat blended over it when ``heat`` is given.
+    compose(frame, scale, heat, image) {
+      const { H, W, C, palette } = this.store;
+      const out = new Uint32Array(image.data.buffer);
+      const Ws = W * scale;
+      const mask = maskTable;
+      for (let Y = 0; Y < H * scale; Y++) {
+        const fy = (Y / scale) | 0;
+        for (let X = 0; X < Ws; X++) {
+          const p = fy * W + ((X / scale) | 0);
+          let r, g, b;
+          if (C === 1) {
+            const c = palette[frame[p]];
+            r = c & 255;
+            g = (c >> 8) & 255;
+            b = (c >> 16) & 255;
+          } else {
+            r = frame[3 * p];
+            g = frame[3 * p + 1];
+            b = frame[3 * p + 2];
+          }
+          const o = Y * Ws + X;
+          if (heat) {
+            const i = heat[o];
+            const m = mask[i];
+            if (m) {
+              const c = LUT32[i];
+              const n = 255 - m;
+              r = DIV255(r * n + (c & 255) * m);
+              g = DIV255(g * n + ((c >> 8) & 255) * m);
+              b = DIV255(b * n + ((c >> 16) & 255) * m);
+            }
+          }
+          out[o] = 0xff000000 | (b << 16) | (g << 8) | r;
+        }
+      }
+    }
+
+    build() {
+      const root = el("div", "run");
+      root.dataset.run = this.index;
+      const view = el("div", "view");
+      const head = el("div", "view-head");
+      const who = el("span", "who");
+      const sw = el("span", "swatch");
+      sw.style.background = this.colour;
+      who.append(sw, document.createTextNode(this.spec.label));
+      this.headInfo = el("span", "dim");
+      head.append(who, this.headInfo);
+      this.canvas = el("canvas", "frame");
+      this.canvas.width = this.Ws;
+      this.canvas.height = this.Hs;
+      this.canvas.dataset.step = "-1";
+      this.ctx = this.canvas.getContext("2d");
+      this.image = this.ctx.createImageData(this.Ws, this.Hs);
+      const bar = el("div", "colorbar");
+      const ramp = el("canvas");
+      ramp.width = 256;
+      ramp.height = 1;
+      const rctx = ramp.getContext("2d");
+      const rimg = rctx.createImageData(256, 1);
+      new Uint32Array(rimg.data.buffer).set(LUT32);
+      rctx.putImageData(rimg, 0, 0);
+      this.fullLabel = el("span", "full");
+      bar.append(el("span", "", "0"), ramp, this.fullLabel);
+      bar.style.width = `${this.Ws}px`;
+      bar.style.maxWidth = "100%";
+      head.style.width = bar.style.width;
+      bar.title = "the raw map value that full colour means, under the chosen normalisation";
+      view.append(head, this.canvas, bar);
+
+      const panel = el("div", "panel");
+      const decision = el("div", "decision");
+      this.actLabel = el("span", "act");
+      this.actHow = el("span", "how");
+      this.agreeLabel = el("span", "agree");
+      this.agreeLabel.hidden = true;
+      decision.append(this.actLabel, this.actHow, this.agreeLabel);
+      panel.append(decision);
+      this.barRows = [];
+      if (this.values) {
+        const bars = el("div", "bars");
+        for (let a = 0; a < this.nA; a++) {
+          const name = el("span", "name", this.names[a]);
+          const track = el("div", "track");
+          const fill = el("div", "fill");
+          track.append(fill);
+          const num = el("span", "num");
+          bars.append(name, track, num);
+          this.barRows.push({ name, fill, num });
+        }
+        const wrap = el("div");
+        wrap.append(el("div", "subhead", this.spec.bar_kind === "prob" ? "action probabilities" : "Q-values"), bars);
+        panel.append(wrap);
+      }
+      this.stats = {};
+      const stats = el("div", "stats");
+      const labels = [
+        ["value", this.spec.bar_kind === "prob" ? "value V(s)" : "max Q"],
+        ["score", `score (${this.spec.meta.target})`],
+        ["reward", "reward"],
+        ["return", "return"],
+        ["episode", "game"],
+        ["peak", "map peak"],
+      ];
+      if (this.series.entropy) labels.push(["entropy", "entropy"]);
+      else if (this.series.margin) labels.push(["margin", "Q gap"]);
+      for (const k of Object.keys(this.objects)) labels.push([`share_${k}`, `on ${k}`]);
+      for (const [k, label] of labels) {
+        if (k === "score" ? !this.score : !this.series[k]) continue;
+        const s = el("div", "stat");
+        const v = el("div", "v");
+        s.append(el("div", "k", label), v);
+        stats.append(s);
+        this.stats[k] = v;
+      }
+      panel.append(stats);
+      if (this.frameShares) {
+        const nC = this.frameShares.shape[1];
+        const bars = el("div", "bars");
+        this.shareRows = [];
+        for (let c = 0; c < nC; c++) {
+          const name = el("span", "name", c === nC - 1 ? "newest" : `t\u2212${nC - 1 - c}`);
+          const track = el("div", "track");
+          const fill = el("div", "fill");
+          track.append(fill);
+          const num = el("span", "num");
+          bars.append(name, track, num);
+          this.shareRows.push({ fill, num });
+        }
+        const wrap = el("div");
+        wrap.append(el("div", "subhead", "each stacked frame's share of the map (guided)"), bars);
+        panel.append(wrap);
+      }
+      if (this.actionCams) {
+        const wrap = el("div");
+        this.tileTitle = el("div", "subhead", "every action's map, one scale");
+        const tiles = el("div", "tiles");
+        this.tiles = [];
+        for (let a = 0; a < this.nA; a++) {
+          const tile = el("div", "tile");
+          const c = el("canvas");
+          c.width = this.store.W;
+          c.height = this.store.H;
+          const cap = el("div");
+          tile.append(c, cap);
+          tiles.append(tile);
+          const ctx = c.getContext("2d");
+          this.tiles.push({ tile, ctx, image: ctx.createImageData(c.width, c.height), cap });
+        }
+        wrap.append(this.tileTitle, tiles);
+        panel.append(wrap);
+      }
+      const facts = el("dl", "facts");
+      for (const [k, v] of [
+        ["target", this.spec.meta.target],
+        ["method", this.spec.meta.method],
+        ["layer", this.spec.meta.layer],
+        ["placement", this.spec.meta.placement],
+      ]) {
+        facts.append(el("dt", "", k), el("dd", "", String(v)));
+      }
+      panel.append(facts);
+      root.append(view, panel);
+      $("runs").append(root);
+    }
+
+    fmtBar(v) {
+      return this.spec.bar_kind === "prob" ? `${(100 * v).toFixed(1)}%` : fmt(v);
+    }
+
+    draw(t) {
+      const frame = this.store.frame(t);
+      if (!frame) return false; // its chunk is being inflated: drawn when it arrives
+      const full = this.scales[state.norm][t];
+      const off = t * this.h * this.w;
+      if (state.overlay) this.place(this.cam, off, this.ys, this.xs, full, this.heat);
+      this.compose(frame, this.scale, state.overlay ? this.heat : null, this.image);
+      this.ctx.putImageData(this.image, 0, 0);
+      if (state.objects) this.drawObjects(t);
+      this.canvas.dataset.step = String(t);
+      this.fullLabel.textContent = `${fmt(full)} = full colour`;
+      if (this.actionCams) this.drawTiles(t, frame);
+      return true;
+    }
+
+    drawObjects(t) {
+      const ctx = this.ctx;
+      ctx.save();
+      ctx.lineWidth = 2;
+      ctx.font = "600 13px system-ui, sans-serif";
+      for (const [name, pos] of Object.entries(this.objects)) {
+        const y = pos[2 * t];
+        const x = pos[2 * t + 1];
+        if (!Number.isFinite(x) || !Number.isFinite(y)) continue;
+        ctx.strokeStyle = "rgba(120, 230, 255, 0.95)";
+        ctx.beginPath();
+        ctx.arc(x * this.scale, y * this.scale, this.spec.object_radius * this.scale, 0, 2 * Math.PI);
+        ctx.stroke();
+        ctx.fillStyle = "rgba(120, 230, 255, 0.95)";
+        ctx.fillText(name, (x + this.spec.object_radius) * this.scale + 4, y * this.scale - 4);
+      }
+      ctx.restore();
+    }
+
+    drawTiles(t, frame) {
+      const full = this.actionScales[state.norm][t];
+      const per = this.h * this.w;
+      for (let a = 0; a < this.nA; a++) {
+        const tile = this.tiles[a];
+        if (state.overlay) this.place(this.actionCams, (t * this.nA + a) * per, this.tileYs, this.tileXs, full, this.tileHeat);
+        this.compose(frame, 1, state.overlay ? this.tileHeat : null, tile.image);
+        tile.ctx.putImageData(tile.image, 0, 0);
+        const chosen = a === this.action[t];
+        tile.tile.classList.toggle("on", chosen);
+        tile.cap.textContent = this.values ? `${this.names[a]}  ${this.fmtBar(this.values[t * this.nA + a])}` : this.names[a];
+      }
+      this.tileTitle.textContent = `every action's map, one scale: 0 .. ${fmt(full)}`;
+    }
+
+    panel(t) {
+      const a = this.action[t];
+      this.actLabel.textContent = this.names[a] ?? `action ${a}`;
+      this.actHow.textContent = this.values ? this.fmtBar(this.values[t * this.nA + a]) : "";
+      for (let i = 0; i < this.barRows.length; i++) {
+        const v = this.values[t * this.nA + i];
+        const row = this.barRows[i];
+        const width = this.spec.bar_kind === "prob" ? v : this.qWidth(t, v);
+        row.fill.style.width = `${Math.max(0, Math.min(1, width)) * 100}%`;
+        row.fill.classList.toggle("on", i === a);
+        row.name.classList.toggle("on", i === a);
+        row.num.textContent = this.fmtBar(v);
+      }
+      for (const [k, v] of Object.entries(this.stats)) {
+        if (k === "score") v.textContent = fmt(this.score[t]);
+        else if (k === "episode") v.textContent = String(this.series.episode[t] + 1);
+        else if (k.startsWith("share_") || k === "entropy") v.textContent = fmt(this.series[k][t], 3);
+        else v.textContent = fmt(this.series[k][t]);
+      }
+      if (this.shareRows) {
+        const nC = this.shareRows.length;
+        for (let c = 0; c < nC; c++) {
+          const v = this.frameShares[t * nC + c];
+          this.shareRows[c].fill.style.width = `${Math.max(0, Math.min(1, v)) * 100}%`;
+          this.shareRows[c].num.textContent = `${(100 * v).toFixed(0)}%`;
+        }
+      }
+      const flags = [];
+      if (this.gameOver[t]) flags.push("game over");
+      else if (this.done[t]) flags.push("life lost");
+      this.headInfo.textContent = `game ${this.series.episode[t] + 1}${flags.length ? " \u00b7 " + flags.join(", ") : ""}`;
+    }
+
+    qWidth(t, v) {
+      // Q bars: from the step's lowest Q to its highest (all equal: full).
+      let lo = Infinity;
+      let hi = -Infinity;
+      for (let i = 0; i < this.nA; i++) {
+        const q = this.values[t * this.nA + i];
+        lo = Math.min(lo, q);
+        hi = Math.max(hi, q);
+      }
+      return hi > lo ? 0.08 + (0.92 * (v - lo)) / (hi - lo) : 1;
+    }
+  }
+
+  function fmt(v, digits = 4) {
+    if (v === null || v === undefined || Number.isNaN(v)) return "\u2013";
+    if (v === 0) return "0";
+    const a = Math.abs(v);
+    if (a >= 1e4 || a < 1e-3) return v.toExponential(2);
+    return Number(v.toPrecision(digits)).toString();
+  }
+
+  // -- header, notes, details -------------------------------------------------------------------------
+
+  const runs = D.runs.map((spec, i) => new Run(spec, i));
+  if (runs.length > 1) document.body.classList.add("compare");
+
+  function header() {
+    $("title").textContent = D.title;
+    const m = D.runs[0].meta;
+    const chips = [
+      ["env", m.env_id],
+      ["algo", runs.map((r) => String(r.spec.meta.algo).toUpperCase()).join(" vs ")],
+      ["steps", String(T)],
+      ["games ended", String(m.episodes_ended ?? "?")],
+      ["seed", String(m.seed)],
+      ["actions", m.deterministic ? "argmax" : "sampled"],
+      ["norm in video", m.normalisation],
+    ];
+    if (D.compare) chips.unshift(["compare", D.compare.mode]);
+    for (const [k, v] of chips) {
+      const c = el("span", "chip", `${k} `);
+      c.append(el("b", "", v));
+      $("chips").append(c);
+    }
+    if (m.video_link) {
+      const c = el("span", "chip", "video ");
+      const a = el("a", "", m.video_link);
+      a.href = encodeURI(m.video_link);
+      c.append(a);
+      $("chips").append(c);
+    }
+    const notes = $("notes");
+    notes.append(
+      el("p", "", "Frames were rebuilt by replaying the trace's actions from its seed, checked step by step against its rewards, lives, game ends and object positions."),
+    );
+    for (const r of runs) for (const n of r.spec.notes) notes.append(el("p", "", `${r.spec.label}: ${n}`));
+    const table = el("table");
+    const keys = new Set();
+    for (const r of runs) for (const k of Object.keys(r.spec.meta)) keys.add(k);
+    for (const k of keys) {
+      const tr = el("tr");
+      tr.append(el("td", "", k));
+      for (const r of runs) {
+        const v = r.spec.meta[k];
+        tr.append(el("td", "", typeof v === "object" && v !== null ? JSON.stringify(v) : String(v)));
+      }
+      table.append(tr);
+    }
+    $("meta").append(table);
+  }
+
+  // -- timeline -------------------------------------------------------------------------------------------
+
+  const tl = {
+    canvas: $("timeline"),
+    tracks: [],
+    base: null,
+    plotLeft: 128,
+    plotRight: 14,
+    top: 22,
+    trackH: 44,
+    gap: 8,
+    hover: -1,
+  };
+
+  function buildTracks() {
+    const kind = runs[0].spec.bar_kind;
+    const add = (key, label, opts = {}) => {
+      const lines = runs.map((r) => r.series[key]).filter(Boolean);
+      if (lines.length) tl.tracks.push({ key, label, lines, ...opts });
+    };
+    add("value", kind === "prob" ? "value V(s)" : "max Q");
+    add("chosen", kind === "prob" ? "P(chosen)" : "Q(chosen)", { fmt: kind === "prob" ? (v) => `${(100 * v).toFixed(1)}%` : fmt });
+    if (kind === "prob") add("entropy", "entropy");
+    else add("margin", "Q gap");
+    add("return", "return", { bars: "reward" });
+    add("peak", "map peak");
+    const objects = new Set();
+    for (const r of runs) for (const k of Object.keys(r.objects)) objects.add(k);
+    for (const k of objects) add(`share_${k}`, `on ${k}`, { fmt: (v) => `${(100 * v).toFixed(1)}%` });
+    if (D.compare) {
+      const c = D.compare;
+      tl.tracks.push({ key: "agree", label: "actions agree", lines: [arr(c.agree)], binary: true, colours: ["rgb(140, 220, 160)"] });
+      if (c.correlation) tl.tracks.push({ key: "corr", label: "map rank corr.", lines: [arr(c.correlation)], colours: ["rgb(200, 160, 255)"] });
+      if (c.top_overlap) tl.tracks.push({ key: "iou", label: "top-10% overlap", lines: [arr(c.top_overlap)], colours: ["rgb(120, 200, 220)"] });
+    }
+    for (const track of tl.tracks) {
+      let lo = Infinity;
+      let hi = -Infinity;
+      for (const line of track.lines) {
+        for (let t = 0; t < T; t++) {
+          const v = line[t];
+          if (Number.isFinite(v)) {
+            lo = Math.min(lo, v);
+            hi = Math.max(hi, v);
+          }
+        }
+      }
+      if (!Number.isFinite(lo)) {
+        lo = 0;
+        hi = 1;
+      }
+      if (track.binary) {
+        lo = 0;
+        hi = 1;
+      }
+      if (hi === lo) {
+        lo -= 0.5;
+        hi += 0.5;
+      }
+      track.lo = lo;
+      track.hi = hi;
+      track.fmt = track.fmt || fmt;
+      track.colours = track.colours || runs.map((r, i) => (i === 0 ? "rgb(255, 166, 82)" : "rgb(110, 190, 255)"));
+    }
+  }
+
+  function plotWidth() {
+    return tl.cssWidth - tl.plotLeft - tl.plotRight;
+  }
+  function xAt(t) {
+    return tl.plotLeft + (T > 1 ? (t / (T - 1)) * plotWidth() : plotWidth() / 2);
+  }
+  function stepAt(x) {
+    const t = T > 1 ? Math.round(((x - tl.plotLeft) / plotWidth()) * (T - 1)) : 0;
+    return Math.max(0, Math.min(T - 1, t));
+  }
+
+  function drawTimelineBase() {
+    const cv = tl.canvas;
+    const dpr = window.devicePixelRatio || 1;
+    tl.cssWidth = cv.clientWidth || 800;
+    const cssH = tl.top + tl.tracks.length * (tl.trackH + tl.gap) + 6;
+    cv.style.height = `${cssH}px`;
+    cv.width = Math.round(tl.cssWidth * dpr);
+    cv.height = Math.round(cssH * dpr);
+    cv.dataset.plotLeft = String(tl.plotLeft);
+    cv.dataset.plotWidth = String(plotWidth());
+    const base = document.createElement("canvas");
+    base.width = cv.width;
+    base.height = cv.height;
+    const g = base.getContext("2d");
+    g.scale(dpr, dpr);
+    const pw = plotWidth();
+    g.font = "11px system-ui, sans-serif";
+    g.textBaseline = "middle";
+    // step axis
+    g.fillStyle = "rgb(150, 150, 162)";
+    g.strokeStyle = "rgb(52, 52, 64)";
+    const every = niceStep(T, pw / 90);
+    g.textAlign = "center";
+    for (let t = 0; t < T; t += every) {
+      const x = xAt(t);
+      g.fillText(String(t), x, 10);
+      g.beginPath();
+      g.moveTo(x + 0.5, tl.top - 4);
+      g.lineTo(x + 0.5, cssH - 4);
+      g.stroke();
+    }
+    // life losses and game ends, across every track
+    const r0 = runs[0];
+    for (let t = 0; t < T; t++) {
+      if (!r0.done[t] && !r0.gameOver[t]) continue;
+      const x = Math.round(xAt(t)) + 0.5;
+      g.strokeStyle = r0.gameOver[t] ? "rgba(232, 232, 236, 0.8)" : "rgba(216, 32, 81, 0.75)";
+      g.lineWidth = r0.gameOver[t] ? 2 : 1;
+      g.beginPath();
+      g.moveTo(x, tl.top - 4);
+      g.lineTo(x, cssH - 4);
+      g.stroke();
+    }
+    g.lineWidth = 1;
+    tl.tracks.forEach((track, i) => {
+      const y0 = tl.top + i * (tl.trackH + tl.gap);
+      track.y0 = y0;
+      g.fillStyle = "rgba(38, 38, 48, 0.55)";
+      g.fillRect(tl.plotLeft, y0, pw, tl.trackH);
+      g.textAlign = "right";
+      g.fillStyle = "rgb(232, 232, 236)";
+      g.font = "600 12px system-ui, sans-serif";
+      g.fillText(track.label, tl.plotLeft - 10, y0 + tl.trackH / 2 - 6);
+      g.font = "10px system-ui, sans-serif";
+      g.fillStyle = "rgb(150, 150, 162)";
+      g.fillText(`${track.fmt(track.lo)} .. ${track.fmt(track.hi)}`, tl.plotLeft - 10, y0 + tl.trackH / 2 + 8);
+      const yOf = (v) => y0 + tl.trackH - 3 - ((v - track.lo) / (track.hi - track.lo)) * (tl.trackH - 6);
+      if (track.bars) {
+        runs.forEach((r, k) => {
+          const rw = r.series[track.bars];
+          g.fillStyle = k === 0 ? "rgba(255, 216, 123, 0.55)" : "rgba(110, 190, 255, 0.55)";
+          for (let t = 0; t < T; t++) if (rw[t] > 0) g.fillRect(Math.round(xAt(t)) - 1, y0 + tl.trackH - 9, 2, 8);
+        });
+      }
+      track.lines.forEach((line, k) => {
+        g.strokeStyle = track.colours[k];
+        g.fillStyle = track.colours[k];
+        if (track.binary) {
+          for (let t = 0; t < T; t++) {
+            if (line[t] >= 0.5) continue;
+            g.fillStyle = "rgba(255, 110, 140, 0.85)";
+            g.fillRect(xAt(t) - Math.max(1, pw / T / 2), y0 + 3, Math.max(2, pw / T), tl.trackH - 6);
+          }
+          return;
+        }
+        drawLine(g, line, yOf, pw);
+      });
+    });
+    tl.base = base;
+  }
+
+  function niceStep(n, ticks) {
+    const raw = n / Math.max(1, ticks);
+    const p = Math.pow(10, Math.floor(Math.log10(Math.max(raw, 1))));
+    for (const m of [1, 2, 5, 10]) if (m * p >= raw) return m * p;
+    return 10 * p;
+  }
+
+  // A series as a line; with more steps than pixels, each pixel column shows its steps' min..max.
+  function drawLine(g, line, yOf, pw) {
+    g.lineWidth = 1.5;
+    if (T <= pw) {
+      g.beginPath();
+      let pen = false;
+      for (let t = 0; t < T; t++) {
+        const v = line[t];
+        if (!Number.isFinite(v)) {
+          pen = false;
+          continue;
+        }
+        const x = xAt(t);
+        const y = yOf(v);
+        if (pen) g.lineTo(x, y);
+        else g.moveTo(x, y);
+        pen = true;
+      }
+      g.stroke();
+      return;
+    }
+    const cols = Math.ceil(pw);
+    for (let c = 0; c < cols; c++) {
+      const a = stepAt(tl.plotLeft + c);
+      const b = Math.max(a, stepAt(tl.plotLeft + c + 1) - 1);
+      let lo = Infinity;
+      let hi = -Infinity;
+      for (let t = a; t <= b; t++) {
+        const v = line[t];
+        if (Number.isFinite(v)) {
+          lo = Math.min(lo, v);
+          hi = Math.max(hi, v);
+        }
+      }
+      if (!Number.isFinite(lo)) continue;
+      const y1 = yOf(hi);
+      const y2 = yOf(lo);
+      g.fillRect(tl.plotLeft + c, y1 - 0.75, 1, Math.max(1.5, y2 - y1 + 1.5));
+    }
+  }
+
+  function drawTimeline() {
+    if (!tl.base) return;
+    const cv = tl.canvas;
+    const g = cv.getContext("2d");
+    const dpr = window.devicePixelRatio || 1;
+    g.setTransform(1, 0, 0, 1, 0, 0);
+    g.clearRect(0, 0, cv.width, cv.height);
+    g.drawImage(tl.base, 0, 0);
+    g.scale(dpr, dpr);
+    const h = cv.height / dpr;
+    if (tl.hover >= 0 && tl.hover !== state.step) {
+      g.strokeStyle = "rgba(232, 232, 236, 0.35)";
+      g.beginPath();
+      g.moveTo(Math.round(xAt(tl.hover)) + 0.5, tl.top - 4);
+      g.lineTo(Math.round(xAt(tl.hover)) + 0.5, h - 4);
+      g.stroke();
+    }
+    const x = Math.round(xAt(state.step)) + 0.5;
+    g.strokeStyle = "rgb(255, 216, 123)";
+    g.lineWidth = 2;
+    g.beginPath();
+    g.moveTo(x, tl.top - 4);
+    g.lineTo(x, h - 4);
+    g.stroke();
+    g.fillStyle = "rgb(255, 216, 123)";
+    g.beginPath();
+    g.moveTo(x - 5, tl.top - 9);
+    g.lineTo(x + 5, tl.top - 9);
+    g.lineTo(x, tl.top - 3);
+    g.fill();
+    for (const track of tl.tracks) {
+      track.lines.forEach((line, k) => {
+        const v = line[state.step];
+        if (!Number.isFinite(v) || track.binary) return;
+        const y = track.y0 + tl.trackH - 3 - ((v - track.lo) / (track.hi - track.lo)) * (tl.trackH - 6);
+        g.fillStyle = track.colours[k];
+        g.beginPath();
+        g.arc(x, y, 3.2, 0, 2 * Math.PI);
+        g.fill();
+      });
+    }
+  }
+
+  function showTip(clientX, clientY) {
+    const tip = $("tip");
+    const rect = tl.canvas.getBoundingClientRect();
+    const x = clientX - rect.left;
+    if (x < tl.plotLeft - 4 || x > tl.cssWidth - tl.plotRight + 4) {
+      tip.hidden = true;
+      tl.hover = -1;
+      drawTimeline();
+      return;
+    }
+    const t = stepAt(x);
+    tl.hover = t;
+    tip.replaceChildren();
+    const r0 = runs[0];
+    const flag = r0.gameOver[t] ? " \u00b7 game over" : r0.done[t] ? " \u00b7 life lost" : "";
+    tip.append(el("div", "t", `step ${t}${flag}`));
+    const table = el("table");
+    const names = el("tr");
+    names.append(el("td", "", "action"));
+    for (const r of runs) names.append(el("td", "n", r.names[r.action[t]]));
+    table.append(names);
+    for (const track of tl.tracks) {
+      const tr = el("tr");
+      tr.append(el("td", "", track.label));
+      for (const line of track.lines) tr.append(el("td", "n", track.binary ? (line[t] >= 0.5 ? "yes" : "no") : track.fmt(line[t])));
+      table.append(tr);
+    }
+    tip.append(table);
+    tip.hidden = false;
+    const wrap = $("timeline-wrap").getBoundingClientRect();
+    const left = clientX - wrap.left + 16;
+    tip.style.left = `${Math.min(left, wrap.width - tip.offsetWidth - 8)}px`;
+    tip.style.top = `${Math.max(0, clientY - wrap.top - tip.offsetHeight / 2)}px`;
+    drawTimeline();
+  }
+
+  function timelineEvents() {
+    const cv = tl.canvas;
+    let dragging = false;
+    const seek = (e) => {
+      const rect = cv.getBoundingClientRect();
+      goto(stepAt(e.clientX - rect.left));
+    };
+    cv.addEventListener("pointerdown", (e) => {
+      dragging = true;
+      cv.setPointerCapture(e.pointerId);
+      pause();
+      seek(e);
+    });
+    cv.addEventListener("pointermove", (e) => {
+      if (dragging) seek(e);
+      showTip(e.clientX, e.clientY);
+    });
+    cv.addEventListener("pointerup", (e) => {
+      dragging = false;
+      cv.releasePointerCapture(e.pointerId);
+    });
+    cv.addEventListener("pointerleave", () => {
+      $("tip").hidden = true;
+      tl.hover = -1;
+      drawTimeline();
+    });
+    new ResizeObserver(() => {
+      drawTimelineBase();
+      drawTimeline();
+    }).observe($("timeline-wrap"));
+  }
+
+  // -- moments ---------------------------------------------------------------------------------------------
+
+  const momentButtons = [];
+  function moments() {
+    const box = $("moments");
+    const groups = [];
+    if (D.compare && D.compare.spans) {
+      groups.push({
+        title: "Longest disagreements",
+        items: D.compare.spans.map((s) => ({ step: s.start, text: `steps ${s.start}\u2013${s.end} (${s.end - s.start + 1})` })),
+      });
+    }
+    runs.forEach((r) => {
+      for (const g of r.spec.moments) groups.push({ ...g, title: runs.length > 1 ? `${g.title} \u00b7 ${r.spec.label}` : g.title });
+    });
+    for (const g of groups) {
+      const card = el("div", "moment-card");
+      card.dataset.kind = g.kind || "";
+      card.append(el("h3", "", g.title));
+      const list = el("ol");
+      if (!g.items.length) list.append(el("li", "none", "none in this run"));
+      for (const item of g.items) {
+        const li = el("li");
+        const b = el("button");
+        b.type = "button";
+        b.dataset.step = String(item.step);
+        b.append(el("span", "s", String(item.step)), el("span", "", item.text));
+        b.addEventListener("click", () => {
+          pause();
+          goto(item.step);
+        });
+        li.append(b);
+        list.append(li);
+        momentButtons.push(b);
+      }
+      card.append(list);
+      box.append(card);
+    }
+  }
+
+  // -- stepping, playing, keys, the address -------------------------------------------------------------------
+
+  let firstDrawn = false;
+  let pendingHash = null;
+
+  function render() {
+    const t0 = performance.now();
+    let all = true;
+    for (const r of runs) {
+      all = r.draw(state.step) && all;
+      r.panel(state.step);
+      r.store.prefetch(state.step);
+    }
+    if (D.compare) {
+      const c = D.compare;
+      const agree = c.agreeArr[state.step] >= 0.5;
+      for (const r of runs) {
+        r.agreeLabel.hidden = false;
+        r.agreeLabel.className = `agree ${agree ? "yes" : "no"}`;
+        r.agreeLabel.textContent = agree ? "agree" : "disagree";
+      }
+    }
+    $("step").textContent = String(state.step);
+    for (const b of momentButtons) b.classList.toggle("here", Number(b.dataset.step) === state.step);
+    drawTimeline();
+    window.rlcam.lastDrawMs = performance.now() - t0;
+    if (all && !firstDrawn) {
+      firstDrawn = true;
+      window.rlcam.firstFrameMs = performance.now();
+      performance.mark("rlcam-first-frame");
+      document.body.dataset.ready = "1";
+    }
+    return all;
+  }
+
+  function goto(t) {
+    t = Math.max(0, Math.min(T - 1, Math.round(t)));
+    state.step = t;
+    render();
+    clearTimeout(pendingHash);
+    pendingHash = setTimeout(() => {
+      const hash = `#step=${state.step}`;
+      if (location.hash !== hash) {
+        try {
+          history.replaceState(null, "", hash);
+        } catch (e) {
+          location.replace(hash);
+        }
+      }
+    }, state.playing ? 250 : 0);
+  }
+
+  function stepFromHash() {
+    const m = /step=(\d+)/.exec(location.hash);
+    return m ? Number(m[1]) : null;
+  }
+
+  let lastTick = 0;
+  let carry = 0;
+  function tick(now) {
+    if (!state.playing) return;
+    carry += ((now - lastTick) / 1000) * (D.fps || 30) * state.speed;
+    lastTick = now;
+    const n = Math.floor(carry);
+    if (n > 0) {
+      carry -= n;
+      if (state.step + n >= T - 1) {
+        goto(T - 1);
+        pause();
+        return;
+      }
+      goto(state.step + n);
+    }
+    requestAnimationFrame(tick);
+  }
+  function play() {
+    if (state.playing) return;
+    if (state.step >= T - 1) goto(0);
+    state.playing = true;
+    $("play").innerHTML = "&#x275A;&#x275A; pause";
+    lastTick = performance.now();
+    carry = 0;
+    requestAnimationFrame(tick);
+  }
+  function pause() {
+    state.playing = false;
+    $("play").innerHTML = "&#x25B6; play";
+  }
+
+  function setNorm(n) {
+    state.norm = n;
+    for (const b of document.querySelectorAll("#norm button")) b.classList.toggle("on", b.dataset.norm === n);
+    render();
+  }
+
+  function controls() {
+    $("last-step").textContent = String(T - 1);
+    $("first").onclick = () => goto(0);
+    $("last").onclick = () => goto(T - 1);
+    $("back").onclick = () => goto(state.step - 1);
+    $("fwd").onclick = () => goto(state.step + 1);
+    $("back10").onclick = () => goto(state.step - 10);
+    $("fwd10").onclick = () => goto(state.step + 10);
+    $("play").onclick = () => (state.playing ? pause() : play());
+    $("speed").onchange = (e) => (state.speed = Number(e.target.value));
+    $("overlay").onchange = (e) => {
+      state.overlay = e.target.checked;
+      render();
+    };
+    $("objects").onchange = (e) => {
+      state.objects = e.target.checked;
+      render();
+    };
+    if (!runs.some((r) => Object.keys(r.objects).length)) $("objects").parentElement.hidden = true;
+    $("opacity").oninput = (e) => {
+      setAlpha(Number(e.target.value) / 100);
+      $("opacity-value").textContent = state.alpha.toFixed(2);
+      render();
+    };
+    for (const b of document.querySelectorAll("#norm button")) b.onclick = () => setNorm(b.dataset.norm);
+    $("help-button").onclick = () => ($("help").hidden = !$("help").hidden);
+    $("help").onclick = () => ($("help").hidden = true);
+    // Buttons keep no focus, so Space always plays and never re-clicks the last button pressed.
+    for (const b of document.querySelectorAll("button, input[type=checkbox]")) b.addEventListener("pointerup", () => b.blur());
+    document.addEventListener("keydown", (e) => {
+      if (e.target.tagName === "SELECT" || e.ctrlKey || e.metaKey || e.altKey) return;
+      const big = e.shiftKey ? 10 : 1;
+      const keys = {
+        ArrowLeft: () => goto(state.step - big),
+        ArrowRight: () => goto(state.step + big),
+        Home: () => goto(0),
+        End: () => goto(T - 1),
+        " ": () => (state.playing ? pause() : play()),
+        o: () => {
+          $("overlay").checked = !$("overlay").checked;
+          $("overlay").onchange({ target: $("overlay") });
+        },
+        n: () => setNorm(NORMS[(NORMS.indexOf(state.norm) + 1) % NORMS.length]),
+        "?": () => ($("help").hidden = !$("help").hidden),
+        Escape: () => ($("help").hidden = true),
+      };
+      const f = keys[e.key] || keys[e.key.toLowerCase()];
+      if (!f) return;
+      e.preventDefault();
+      if (e.key !== " " && e.key.startsWith("Arrow")) pause();
+      f();
+    });
+    window.addEventListener("hashchange", () => {
+      const t = stepFromHash();
+      if (t !== null && t !== state.step) goto(t);
+    });
+  }
+
+  // -- start ------------------------------------------------------------------------------------------------
+
+  window.rlcam = {
+    steps: T,
+    get step() {
+      return state.step;
+    },
+    get norm() {
+      return state.norm;
+    },
+    goto,
+    lastDrawMs: 0,
+    firstFrameMs: null,
+  };
+  if (D.compare) D.compare.agreeArr = arr(D.compare.agree);
+  header();
+  buildTracks();
+  moments();
+  controls();
+  const start = stepFromHash();
+  state.step = start === null ? 0 : Math.max(0, Math.min(T - 1, start));
+  for (const s of stores) {
+    s.prefetch(state.step);
+    s.listeners.push(() => {
+      for (const r of runs) if (r.canvas.dataset.step !== String(state.step) && r.store.frame(state.step)) render();
+    });
+    s.loadAll();
+  }
+  drawTimelineBase();
+  setNorm(state.norm);
+  timelineEvents();
+})();

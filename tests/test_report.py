@@ -1,0 +1,502 @@
+"""`rlcam report`: the page's data against independent computations, and the page in a real Chromium.
+
+A short Breakout run of the shipped agents is recorded once; the page is then driven with keys and
+clicks in headless Chromium (Debian's ``chromium`` + ``chromium-driver``, through selenium) and its
+canvas read back pixel by pixel: against the recorded MP4 (codec tolerance, and no off-by-one),
+and against the recorder's own blending computed here in Python from the trace.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import time
+import zlib
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rlcam.cli import main
+from rlcam.colormap import LUT
+from rlcam.norm import Normalizer
+from rlcam.record import RecordConfig, _placed_indices, record
+from rlcam.render import _paint_heat
+from rlcam.report import encode_frames, placement, run_from_trace, series, write_report
+from rlcam.video import load_trace
+
+ROOT = Path(__file__).resolve().parents[1]
+PPO = ROOT / "agents" / "breakout_ppo.zip"
+QRDQN = ROOT / "agents" / "breakout_qrdqn.zip"
+STEPS = 80
+
+
+@pytest.fixture(scope="module")
+def ppo_run(tmp_path_factory):
+    """80 Breakout steps of the shipped PPO with every action's map: (video, trace, page)."""
+    root = tmp_path_factory.mktemp("report")
+    video = root / "run.mp4"
+    record(RecordConfig(agent=PPO, steps=STEPS, out=video, all_actions=True))
+    page = write_report(root / "run.npz").path
+    return video, root / "run.npz", page
+
+
+def run_cli(argv, capsys) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+# -- the page's data -----------------------------------------------------------------------------
+
+
+def decode_frames(spec: dict) -> np.ndarray:
+    """What the page's FrameStore does, written again in numpy: inflate, undo the XOR chain, look up."""
+    H, W, C = spec["height"], spec["width"], spec["channels"]
+    planes = []
+    for chunk in spec["chunks"]:
+        block = np.frombuffer(zlib.decompress(base64.b64decode(chunk)), np.uint8).reshape(-1, H, W, C)
+        planes.append(np.bitwise_xor.accumulate(block, axis=0))
+    planes = np.concatenate(planes)
+    if C == 3:
+        return planes
+    palette = np.frombuffer(base64.b64decode(spec["palette"]["b64"]), np.uint8).reshape(-1, 3)
+    return palette[planes[..., 0]]
+
+
+def test_frames_round_trip_exactly_with_a_palette_and_without():
+    rng = np.random.default_rng(0)
+    few = rng.choice(np.array([[0, 0, 0], [200, 72, 72], [142, 142, 142], [1, 2, 3]], np.uint8), size=(70, 21, 16))
+    spec = encode_frames(few)
+    assert spec["channels"] == 1 and len(spec["chunks"]) == 3
+    np.testing.assert_array_equal(decode_frames(spec), few)
+    many = rng.integers(0, 256, size=(40, 21, 16, 3), dtype=np.uint8)  # thousands of colours: RGB planes
+    spec = encode_frames(many)
+    assert spec["channels"] == 3
+    np.testing.assert_array_equal(decode_frames(spec), many)
+
+
+def test_a_colour_missed_by_the_palette_sample_is_still_exact():
+    frames = np.zeros((3, 8, 8, 3), np.uint8)
+    frames[1, 3, 5] = (255, 0, 0)  # one pixel off the 4x4 sampling grid
+    np.testing.assert_array_equal(decode_frames(encode_frames(frames)), frames)
+
+
+def test_replayed_frames_are_the_recorded_ones(ppo_run):
+    """The replay's frame k is the one under the video's frame k: compare the game area, decoded in order."""
+    video, trace, _ = ppo_run
+    run = run_from_trace(trace)
+    decoded = decoded_game_area(video, run.frames.shape[1:3], scale=page_scale(run))
+    assert len(decoded) == run.steps == STEPS
+    # The video has the map blended in; where the map is dark the game shows through, so compare
+    # there: frame k must match video frame k far better than its neighbours.
+    for k in (5, 40, STEPS - 2):
+        err = [np.abs(decoded[k].astype(float) - run.frames[j]).mean() for j in (k - 1, k, k + 1)]
+        assert err[1] < min(err[0], err[2]), err
+
+
+def test_action_values_are_stored_and_agree_with_the_actions(ppo_run):
+    trace = load_trace(ppo_run[1])
+    probs = trace["action_values"]
+    assert probs.shape == (STEPS, 4)
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(probs.argmax(1), trace["action"])  # argmax actions
+
+
+def test_series_against_an_independent_computation(ppo_run):
+    run = run_from_trace(ppo_run[1])
+    s = series(run)
+    p = run.arrays["action_values"].astype(np.float64)
+    entropy = np.array([-sum(x * np.log(x) for x in row if x > 0) for row in p])
+    np.testing.assert_allclose(s["entropy"], entropy, rtol=1e-9)
+    top2 = np.array([sorted(row)[-1] - sorted(row)[-2] for row in p])
+    np.testing.assert_allclose(s["margin"], top2, rtol=1e-9)
+    returns, total = [], 0.0
+    for r, over in zip(run.arrays["reward"], run.arrays["game_over"], strict=True):
+        total += r
+        returns.append(total)
+        total = 0.0 if over else total
+    np.testing.assert_allclose(s["return"], returns)
+    np.testing.assert_allclose(s["peak"], run.arrays["cam"].reshape(STEPS, -1).max(1))
+    # Attention on the ball, one step by brute force over the frame's pixels.
+    ys, xs = placement(run.meta).frame_matrices(*run.raw_hw)  # object positions are on the rendered frame
+    rows, cols = run.raw_hw
+    t = next(t for t in range(STEPS) if np.isfinite(run.arrays["obj_ball"][t]).all() and s["peak"][t] > 0)
+    heat = ys.astype(np.float64) @ run.arrays["cam"][t] @ xs.T.astype(np.float64)
+    by, bx = run.arrays["obj_ball"][t]
+    near = sum(heat[y, x] for y in range(rows) for x in range(cols) if (y - by) ** 2 + (x - bx) ** 2 <= 100)
+    assert s["share_ball"][t] == pytest.approx(near / heat.sum(), rel=1e-4)
+
+
+def test_page_is_one_offline_file(ppo_run):
+    text = ppo_run[2].read_text()
+    assert "<script src" not in text and "<link" not in text and "@import" not in text
+    assert "http://" not in text and "https://" not in text
+    data = text.split('id="rlcam-data">', 1)[1].split("</script>", 1)[0]
+    payload = json.loads(data)
+    assert payload["steps"] == STEPS and len(payload["runs"]) == 1
+    lut = np.frombuffer(base64.b64decode(payload["lut"]["b64"]), np.uint8).reshape(256, 3)
+    np.testing.assert_array_equal(lut, LUT)  # the video's colormap
+
+
+def test_size_stays_within_the_budget(ppo_run):
+    """The issue's budget is 20 MB for 1000 Breakout steps; this run's bytes per step, scaled, must fit."""
+    per_step = ppo_run[2].stat().st_size / STEPS
+    assert per_step * 1000 < 20e6, per_step
+
+
+# -- bad input: one sentence, exit 2, nothing written ---------------------------------------------------
+
+
+def _trace_without(src: Path, dst: Path, key: str) -> Path:
+    with np.load(src) as npz:
+        np.savez(dst, **{k: npz[k] for k in npz.files if k != key})
+    return dst
+
+
+def _tampered(src: Path, dst: Path) -> Path:
+    with np.load(src) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["reward"] = arrays["reward"].copy()
+    arrays["reward"][30] += 1.0
+    np.savez(dst, **arrays)
+    return dst
+
+
+def _short_video(src: Path, dst: Path) -> Path:
+    reader = imageio_ffmpeg.read_frames(str(src))
+    meta = reader.__next__()
+    writer = imageio_ffmpeg.write_frames(str(dst), meta["size"], fps=30, macro_block_size=2)
+    writer.send(None)
+    for i, frame in enumerate(reader):
+        if i < 10:
+            writer.send(frame)
+    writer.close()
+    return dst
+
+
+BAD = {
+    "missing": (lambda d, run: d / "nope.npz", "does not exist"),
+    "truncated": (lambda d, run: _write(d / "cut.npz", run[1].read_bytes()[:5000]), "truncated or corrupt"),
+    "foreign": (lambda d, run: _savez(d / "foreign.npz"), "did not write it"),
+    "no maps": (lambda d, run: _trace_without(run[1], d / "nocam.npz", "cam"), "lacks cam"),
+    "not reproducible": (lambda d, run: _tampered(run[1], d / "tampered.npz"), "reward differs at step 30"),
+}
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def _savez(path: Path) -> Path:
+    np.savez(path, cam=np.zeros((3, 7, 7)))
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_trace_is_one_sentence_exit_2_and_no_page(case, ppo_run, tmp_path, capsys):
+    make, words = BAD[case]
+    trace = make(tmp_path, ppo_run)
+    out = tmp_path / "page.html"
+    code, _, err = run_cli(["report", trace, "--out", out], capsys)
+    assert code == 2 and words in err and err.count("\n") == 1, err
+    assert not out.exists() and not list(tmp_path.glob(".*partial*"))
+
+
+def test_video_with_another_frame_count_is_refused(ppo_run, tmp_path, capsys):
+    short = _short_video(ppo_run[0], tmp_path / "short.mp4")
+    out = tmp_path / "page.html"
+    code, _, err = run_cli(["report", ppo_run[1], "--out", out, "--video", short], capsys)
+    assert code == 2 and f"has 10 frames but the trace has {STEPS} steps" in err and not out.exists()
+
+
+def test_existing_page_needs_overwrite(ppo_run, tmp_path, capsys):
+    out = tmp_path / "page.html"
+    out.write_text("mine")
+    code, _, err = run_cli(["report", ppo_run[1], "--out", out], capsys)
+    assert code == 2 and "--overwrite" in err and out.read_text() == "mine"
+    code, stdout, _ = run_cli(["report", ppo_run[1], "--out", out, "--overwrite"], capsys)
+    assert code == 0 and "80 steps" in stdout and out.read_text().startswith("<!doctype html>")
+
+
+def test_record_report_writes_the_page_beside_the_video(tmp_path, capsys):
+    out = tmp_path / "q.mp4"
+    code, stdout, err = run_cli(
+        ["record", "--agent", QRDQN, "--steps", 30, "--out", out, "--report", "--quiet"], capsys
+    )
+    assert code == 0, err
+    assert (tmp_path / "q.html").is_file() and "report" in stdout
+    (tmp_path / "x.html").write_text("taken")
+    code, _, err = run_cli(["record", "--agent", QRDQN, "--steps", 5, "--out", tmp_path / "x.mp4", "--report"], capsys)
+    assert code == 2 and "x.html already exists" in err and not (tmp_path / "x.mp4").exists()
+
+
+# -- in a real browser ---------------------------------------------------------------------------------------
+
+
+def _chromium() -> tuple[str, str] | None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    return (browser, driver) if browser and driver else None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium through selenium, offline. Absent outside CI: skip with the reason; in CI: fail."""
+    found = _chromium()
+    if found is None or not _has_selenium():
+        reason = "Chromium, chromedriver or selenium is not installed (apt-get install chromium chromium-driver)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}; CI must run the browser tests")
+        pytest.skip(reason)
+    os.environ["SE_AVOID_STATS"] = "true"  # selenium would otherwise try the network first
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1200",
+    ):
+        options.add_argument(arg)
+    options.binary_location = found[0]
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=found[1]), options=options)
+    yield driver
+    driver.quit()
+
+
+def _has_selenium() -> bool:
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def open_page(driver, page: Path, fragment: str = "") -> None:
+    driver.get("about:blank")  # a new document even when only the fragment changes
+    driver.get_log("browser")  # drop earlier entries
+    driver.get(page.resolve().as_uri() + fragment)
+    wait_for(driver, "return document.body.dataset.ready === '1'")
+
+
+def wait_for(driver, script: str, timeout: float = 10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = driver.execute_script(script)
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for: {script}")
+
+
+def press(driver, *keys) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    ActionChains(driver).send_keys(*keys).perform()
+
+
+def counter(driver) -> int:
+    return int(driver.find_element("id", "step").text)
+
+
+_READ_CANVAS = """
+const c = document.querySelector(arguments[0]);
+const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+let s = '';
+for (let i = 0; i < d.length; i += 0x8000) s += String.fromCharCode.apply(null, d.subarray(i, i + 0x8000));
+return [c.width, c.height, c.dataset.step || '', btoa(s)];
+"""
+
+
+def canvas(driver, selector: str = ".run[data-run='0'] canvas.frame") -> tuple[np.ndarray, int]:
+    """The canvas's pixels ``(H, W, 3)`` and the step it says it shows."""
+    w, h, step, data = driver.execute_script(_READ_CANVAS, selector)
+    rgba = np.frombuffer(base64.b64decode(data), np.uint8).reshape(h, w, 4)
+    return rgba[..., :3].copy(), int(step) if step else -1
+
+
+def shows(driver, step: int, selector: str = ".run[data-run='0'] canvas.frame") -> np.ndarray:
+    wait_for(driver, f"return document.querySelector(\"{selector}\").dataset.step === '{step}'")
+    pixels, shown = canvas(driver, selector)
+    assert shown == step
+    return pixels
+
+
+def console_errors(driver) -> list[dict]:
+    return [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+
+
+def decoded_game_area(video: Path, frame_hw: tuple[int, int], scale: int) -> list[np.ndarray]:
+    """The video's frames in order (no seeking), each game area averaged back to frame pixels."""
+    reader = imageio_ffmpeg.read_frames(str(video))
+    width, height = reader.__next__()["size"]
+    h, w = frame_hw
+    out = []
+    for raw in reader:
+        frame = np.frombuffer(raw, np.uint8).reshape(height, width, 3)[: h * scale, : w * scale].astype(float)
+        out.append(frame.reshape(h, scale, w, scale, 3).mean(axis=(1, 3)))
+    return out
+
+
+def page_scale(run) -> int:
+    from rlcam.report import display_scale
+
+    return display_scale(run.meta, run.frames.shape[1:3])
+
+
+def expected_view(run, k: int, norm: str, alpha: float = 0.6) -> np.ndarray:
+    """Step k as the recorder blends it (rlcam.record/rlcam.render), from the trace and the frames."""
+    scale = page_scale(run)
+    normalizer = Normalizer(norm, 1)
+    for t in range(k + 1):
+        full = normalizer.update(run.arrays["cam"][t][None])[0]
+        normalizer.end_episodes(run.arrays["game_over"][t : t + 1])
+    h, w = run.frames.shape[1:3]
+    ys, xs = (torch.from_numpy(m) for m in placement(run.meta).frame_matrices(h * scale, w * scale))
+    index = _placed_indices(run.arrays["cam"][k], full, ys, xs)
+    game = Image.fromarray(run.frames[k]).resize((w * scale, h * scale), Image.Resampling.NEAREST)
+    _paint_heat(game, Image.fromarray(index), alpha)
+    return np.asarray(game)
+
+
+def test_page_loads_without_console_errors(browser, ppo_run):
+    open_page(browser, ppo_run[2])
+    assert console_errors(browser) == []
+    assert counter(browser) == 0
+    assert len(browser.find_elements("css selector", ".tile canvas")) == 4  # --all-actions: one tile per action
+
+
+def test_keys_change_the_step_and_the_pixels(browser, ppo_run):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    open_page(browser, ppo_run[2])
+    before = shows(browser, 0)
+    press(browser, Keys.ARROW_RIGHT)
+    assert counter(browser) == 1
+    after = shows(browser, 1)
+    assert (before != after).any()
+    ActionChains(browser).key_down(Keys.SHIFT).send_keys(Keys.ARROW_RIGHT).key_up(Keys.SHIFT).perform()
+    assert counter(browser) == 11
+    press(browser, Keys.ARROW_LEFT)
+    assert counter(browser) == 10
+    press(browser, Keys.END)
+    assert counter(browser) == STEPS - 1
+    press(browser, Keys.HOME)
+    assert counter(browser) == 0
+    press(browser, Keys.SPACE)  # play
+    wait_for(browser, "return window.rlcam.step >= 5")
+    press(browser, Keys.SPACE)  # pause
+    paused_at = counter(browser)
+    time.sleep(0.2)
+    assert counter(browser) == paused_at > 0
+    assert console_errors(browser) == []
+
+
+def test_frame_at_step_k_is_the_videos_frame_k(browser, ppo_run):
+    """Overlay on, the recording's normalisation and opacity: the page draws what the MP4 shows."""
+    video, trace, page = ppo_run
+    run = run_from_trace(trace)
+    (h, w), s = run.frames.shape[1:3], page_scale(run)
+    decoded = decoded_game_area(video, (h, w), s)
+    for k in (0, 37, STEPS - 1):
+        open_page(browser, page, f"#step={k}")
+        pixels = shows(browser, k).astype(float).reshape(h, s, w, s, 3).mean(axis=(1, 3))
+        err = {j: np.abs(pixels - decoded[j]).mean() for j in (k - 1, k, k + 1) if 0 <= j < STEPS}
+        assert err[k] < 2.0, err  # H.264 at rlcam's quality: about 1 grey level on average
+        assert all(err[k] < e for j, e in err.items() if j != k), err  # not its neighbour's frame
+        # and exactly the recorder's own blend, computed here from the trace (one LUT step of rounding)
+        want = expected_view(run, k, "running").astype(int)
+        got = shows(browser, k).astype(int)
+        assert np.abs(got - want).max() <= 3 and (got != want).mean() < 0.01
+
+
+def test_overlay_off_shows_the_bare_frame(browser, ppo_run):
+    run = run_from_trace(ppo_run[1])
+    open_page(browser, ppo_run[2], "#step=20")
+    on = shows(browser, 20)
+    browser.find_element("id", "overlay").click()
+    off, _ = canvas(browser)
+    assert (on != off).any()
+    s = page_scale(run)
+    np.testing.assert_array_equal(off, run.frames[20].repeat(s, axis=0).repeat(s, axis=1))
+    press(browser, "o")  # the key turns it back on
+    np.testing.assert_array_equal(canvas(browser)[0], on)
+
+
+@pytest.mark.parametrize("norm", ["frame", "episode", "running"])
+def test_normalisation_switches_live_and_matches_the_recorder(browser, ppo_run, norm):
+    run = run_from_trace(ppo_run[1])
+    k = 50
+    open_page(browser, ppo_run[2], f"#step={k}")
+    browser.find_element("css selector", f"#norm button[data-norm='{norm}']").click()
+    got = shows(browser, k).astype(int)
+    want = expected_view(run, k, norm).astype(int)
+    assert np.abs(got - want).max() <= 3 and (got != want).mean() < 0.01
+    normalizer = Normalizer(norm, 1)
+    for t in range(k + 1):
+        full = normalizer.update(run.arrays["cam"][t][None])[0]
+        normalizer.end_episodes(run.arrays["game_over"][t : t + 1])
+    label = browser.find_element("css selector", ".colorbar .full").text
+    assert float(label.split()[0]) == pytest.approx(full, rel=1e-3)
+
+
+def test_timeline_click_goes_to_that_step(browser, ppo_run):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    open_page(browser, ppo_run[2])
+    timeline = browser.find_element("id", "timeline")
+    left = float(timeline.get_attribute("data-plot-left"))
+    width = float(timeline.get_attribute("data-plot-width"))
+    for share in (0.25, 0.8):
+        x = left + share * width
+        want = round(share * (STEPS - 1))
+        # selenium offsets are from the element's centre
+        ActionChains(browser).move_to_element_with_offset(
+            timeline, int(round(x - timeline.size["width"] / 2)), 0
+        ).click().perform()
+        assert abs(counter(browser) - want) <= 1  # one step is ~10 px here; integer pixel offsets
+        shows(browser, counter(browser))
+    assert browser.find_element("id", "tip").is_displayed()  # hovering shows the values
+
+
+def test_url_hash_keeps_the_step(browser, ppo_run):
+    from selenium.webdriver.common.keys import Keys
+
+    open_page(browser, ppo_run[2], "#step=37")
+    assert counter(browser) == 37
+    shows(browser, 37)
+    press(browser, Keys.ARROW_RIGHT)
+    wait_for(browser, "return location.hash === '#step=38'")
+
+
+def test_moments_are_a_click_away(browser, ppo_run):
+    open_page(browser, ppo_run[2])
+    buttons = browser.find_elements("css selector", ".moment-card button")
+    assert buttons, "no moments listed"
+    target = buttons[len(buttons) // 2]
+    step = int(target.get_attribute("data-step"))
+    target.click()
+    assert counter(browser) == step
+    shows(browser, step)
+
+
+def test_qrdqn_page_shows_q_values(browser, tmp_path):
+    video = tmp_path / "q.mp4"
+    record(RecordConfig(agent=QRDQN, steps=25, out=video))
+    page = write_report(tmp_path / "q.npz").path
+    open_page(browser, page)
+    assert console_errors(browser) == []
+    assert "q-values" in browser.find_element("css selector", ".panel").text.lower()
+    assert browser.find_element("css selector", "#timeline").get_attribute("data-plot-width")
