@@ -180,6 +180,12 @@ def read_pickle(blob: bytes):
             stack.append(items)
         elif name == "MARK":
             stack.append(_MARK)
+        elif name == "POP":  # cloudpickle: a class's state is set by a call whose result is dropped
+            stack.pop()
+        elif name == "POP_MARK":
+            pop_mark()
+        elif name == "DUP":
+            stack.append(stack[-1])
         elif name == "TUPLE":
             stack.append(tuple(pop_mark()))
         elif name in ("LIST", "DICT"):
