@@ -48,6 +48,41 @@ def _add_trust(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_zoo(parser: argparse.ArgumentParser) -> None:
+    """rl-zoo's way of naming a run: -f LOGS --algo A --env ID [--exp-id N] [--load-best | --load-checkpoint N]."""
+    parser.add_argument(
+        "-f",
+        "--folder",
+        type=Path,
+        help="rl-zoo log folder: the agent is the run <folder>/<algo>/<env>_<exp-id> (needs --algo and --env)",
+    )
+    parser.add_argument("--exp-id", type=int, help="with -f: the run number (default 0: the latest run)")
+    pick = parser.add_mutually_exclusive_group()
+    pick.add_argument("--load-best", action="store_true", help="a run's best_model.zip instead of its final model")
+    pick.add_argument("--load-checkpoint", type=int, metavar="N", help="a run's rl_model_N_steps.zip")
+
+
+def _agent_path(args) -> Path | None:
+    """--agent, or the run -f/--algo/--env/--exp-id name, with --load-best/--load-checkpoint applied."""
+    from rlcam.zoo import pick_model, run_folder
+
+    if args.folder is not None:
+        if args.agent is not None:
+            raise RlcamError("give --agent or -f/--folder, not both.")
+        if not args.algo or not args.env:
+            raise RlcamError("-f/--folder needs --algo and --env to find the run, e.g. -f logs --algo ppo --env ID.")
+        agent = run_folder(args.folder, args.algo, args.env, args.exp_id or 0)
+    elif args.exp_id is not None:
+        raise RlcamError("--exp-id picks a run inside -f/--folder; give -f too.")
+    else:
+        agent = args.agent
+    if agent is None:
+        if args.load_best or args.load_checkpoint is not None:
+            raise RlcamError("--load-best and --load-checkpoint pick a model in a run folder; give --agent or -f.")
+        return None
+    return pick_model(agent, best=args.load_best, checkpoint=args.load_checkpoint)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from rlcam.cam import METHODS
     from rlcam.geometry import PLACEMENTS
@@ -67,10 +102,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rec.add_argument(
         "--env",
-        default="Breakout",
-        help="short Atari name, Gymnasium id or module:EnvId-v0 (default: Breakout)",
+        help="short Atari name, Gymnasium id or module:EnvId-v0 (default: a run folder's own env, else Breakout)",
     )
-    rec.add_argument("--agent", type=Path, help="SB3 agent zip (default: the agent shipped in agents/ for --env)")
+    rec.add_argument(
+        "--agent",
+        type=Path,
+        help="SB3 agent zip or rl-zoo run folder, e.g. logs/ppo/BreakoutNoFrameskip-v4_1 "
+        "(default: the agent shipped in agents/ for --env)",
+    )
+    _add_zoo(rec)
+    rec.add_argument(
+        "--frame-stack",
+        type=int,
+        metavar="K",
+        help="frames stacked per observation (default: a run's own; Atari: the agent's depth; else none)",
+    )
     length = rec.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, help="agent steps to record (default 1000)")
     length.add_argument("--episodes", type=int, help="record until this many full games have ended")
@@ -183,7 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="describe an agent zip: algorithm, spaces, candidate layers",
         description="Print an agent's algorithm, spaces, default target and layer, and candidate layers.",
     )
-    info.add_argument("--agent", type=Path, required=True, help="SB3 agent zip")
+    info.add_argument("--agent", type=Path, help="SB3 agent zip or rl-zoo run folder")
+    info.add_argument("--env", help="with -f: the run's env id (module:EnvId-v0 imports module first)")
+    _add_zoo(info)
     info.add_argument("--algo", choices=["ppo", "a2c", "dqn", "qrdqn"], help="force the algorithm")
     _add_trust(info)
     return parser
@@ -216,8 +264,9 @@ def cmd_record(args) -> int:
     torch.set_num_threads(args.threads)
 
     cfg = RecordConfig(
-        agent=args.agent or default_agent(args.env),
+        agent=_agent_path(args) or default_agent(args.env or "Breakout"),
         env=args.env,
+        frame_stack=args.frame_stack,
         out=args.out,
         trace=args.trace,
         steps=args.steps,
@@ -327,14 +376,21 @@ def cmd_sanity(args) -> int:
 
 def cmd_info(args) -> int:
     from rlcam.agents import load_agent
+    from rlcam.envs import describe_observations
     from rlcam.explainer import conv_layers, default_layer
     from rlcam.targets import DEFAULT_TARGET, TARGETS
+    from rlcam.zoo import find_run
 
-    agent = load_agent(args.agent, algo=args.algo, trust=args.trust)
+    path = _agent_path(args)
+    if path is None:
+        raise RlcamError("give --agent (an SB3 zip or an rl-zoo run folder) or -f LOGS --algo ALGO --env ID.")
+    run = find_run(path, args.env)
+    agent = load_agent(run.model if run else path, algo=args.algo, trust=args.trust)
     model = agent.model
     print(f"agent        {agent.path}  (sha256 {agent.sha256[:16]}...)")
     print(f"algorithm    {agent.algo.upper()}  policy {type(model.policy).__name__}")
     print(f"observation  {model.observation_space}")
+    print(f"layout       {describe_observations(model.observation_space, model.policy.normalize_images)}")
     print(f"actions      {model.action_space}")
     print(f"targets      {', '.join(TARGETS[agent.algo])} (default {DEFAULT_TARGET[agent.algo]})")
     layers = conv_layers(agent)
@@ -343,6 +399,8 @@ def cmd_info(args) -> int:
         print("candidates   " + "\n             ".join(layers))
     else:
         print("layer        none: this policy has no conv layer, so rlcam cannot explain it")
+    for line in run.describe() if run else []:
+        print(line)
     return EXIT_OK
 
 

@@ -3,37 +3,74 @@
 - ``Breakout`` (a short Atari game name) -> ``BreakoutNoFrameskip-v4``;
 - Atari ids (``BreakoutNoFrameskip-v4``, ``ALE/Breakout-v5``) get SB3's Atari preprocessing
   (``make_atari_env``: noop reset, frame skip 4, episodic life, fire reset, 84x84 grey),
-  a 4-frame stack and channel-first transposition, as SB3 and rl-zoo train them;
+  a frame stack (4, as SB3 and rl-zoo train them, or ``frame_stack``; given the agent's
+  observation space, the agent's own depth) and channel-first transposition;
 - any other Gymnasium id (``module:EnvId-v0`` included) gets only what SB3 itself adds
-  (a Monitor, and channel-last -> channel-first for images).
+  (a Monitor, and channel-last -> channel-first for uint8 images), plus ``frame_stack`` frames
+  if asked;
+- an ``EnvRecipe`` (what ``rlcam.zoo`` reads from an rl-zoo run folder) is built the way that
+  run's training built it: its env kwargs, its wrappers, its frozen VecNormalize statistics,
+  its frame stack.
+
+Given the agent's observation space, the layout follows the agent: a channel-last env is made
+channel-first (or left alone) so that the shapes match, for uint8 and float observations alike
+(SB3 transposes only uint8 images, so a ``normalize_images=False`` agent saw its env's own layout).
 
 Rewards are not clipped here, so the annotation shows the real game score; clipping
 only matters for training and does not change what the policy sees.
 
-    obs (N, C, H, W) uint8     frames: N x (h, w, 3) uint8 RGB from env.render()
+    obs (N, C, H, W) uint8 or float     frames: N x (h, w, 3) uint8 RGB from env.render()
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from stable_baselines3.common.vec_env import VecEnvWrapper
 
 from rlcam.errors import RlcamError
 
-ATARI_FRAME_STACK = 4
+DEFAULT_ENV = "Breakout"  # the env of a plain zip when none is named
+ATARI_FRAME_STACK = 4  # SB3's and rl-zoo's Atari default, used when nothing says otherwise
 
 
 @dataclass
 class EnvInfo:
-    """How an env name was resolved."""
+    """How an env name was resolved, and how its observations were shaped."""
 
     env_id: str  # the full Gymnasium id made
     atari: bool  # whether SB3's Atari preprocessing was applied
+    frame_stack: int = 1  # frames stacked into one observation (1: none)
+    transposed: bool = False  # channel-last frames made channel-first
+    normalized: bool = False  # frozen VecNormalize statistics applied (a run folder's)
+    source: str | None = None  # the rl-zoo run folder the env was read from, if any
+
+
+@dataclass(frozen=True)
+class EnvRecipe:
+    """How a training run built its env; ``make_env`` builds it the same way.
+
+    ``wrap`` is applied to each env after SB3's Monitor (``make_vec_env``'s ``wrapper_class``),
+    ``wrap_vec`` to the VecEnv before the frame stack, as rl-zoo does.
+    """
+
+    env_id: str
+    env_kwargs: dict = field(default_factory=dict)
+    wrap: Callable[[gym.Env], gym.Env] | None = None
+    wrap_vec: Callable | None = None  # VecEnv -> VecEnv (frozen VecNormalize)
+    frame_stack: int | None = None
+    atari: bool = False  # whether ``wrap`` holds SB3's AtariWrapper
+    source: str = ""  # where the recipe came from, for messages
+
+    def __str__(self) -> str:
+        return self.env_id
 
 
 def _register_atari() -> None:
@@ -68,16 +105,85 @@ def resolve_env_id(name: str) -> EnvInfo:
     return EnvInfo(env_id=env_id, atari=atari)
 
 
-def make_env(name: str, n_envs: int = 1, seed: int = 0):
-    """Build the VecEnv for ``name``; returns ``(venv, EnvInfo)``. Frames come from ``venv.get_images()``."""
-    from stable_baselines3.common.env_util import make_atari_env, make_vec_env
-    from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
-    from stable_baselines3.common.vec_env import VecFrameStack, VecTransposeImage
+def make_env(
+    name: str | EnvRecipe,
+    n_envs: int = 1,
+    seed: int = 0,
+    frame_stack: int | None = None,
+    agent_space: spaces.Space | None = None,
+):
+    """Build the VecEnv for ``name``; returns ``(venv, EnvInfo)``. Frames come from ``venv.get_images()``.
 
-    info = resolve_env_id(name)
-    env_kwargs = {"render_mode": "rgb_array"}
+    Args:
+        name: an env name (see the module docstring) or an ``EnvRecipe``.
+        n_envs, seed: envs stepped together; env i is seeded ``seed + i``.
+        frame_stack: frames stacked into one observation. Default: the recipe's; for Atari, the
+            agent's own depth when ``agent_space`` tells it, else 4; otherwise none.
+        agent_space: the agent's observation space. The layout is then chosen to match it, and a
+            frame stack that cannot match it is refused in one sentence.
+    """
+    if frame_stack is not None and (isinstance(frame_stack, bool) or not isinstance(frame_stack, int)):
+        raise RlcamError(f"--frame-stack must be a whole number of frames, not {frame_stack!r}.")
+    if frame_stack is not None and frame_stack < 1:
+        raise RlcamError(f"--frame-stack must be at least 1, not {frame_stack}.")
+    recipe = name if isinstance(name, EnvRecipe) else None
+    info = resolve_env_id(recipe.env_id if recipe else name)
+    if recipe is not None:
+        info = dataclasses.replace(info, atari=recipe.atari, source=recipe.source)
+        if frame_stack is not None and frame_stack != (recipe.frame_stack or 1):
+            raise RlcamError(
+                f"the run in {recipe.source} stacked {recipe.frame_stack or 1} frame(s) in training "
+                f"(frame_stack in its config.yml), not --frame-stack {frame_stack}; leave --frame-stack out."
+            )
+    venv = _base_venv(info, recipe, n_envs, seed)
     try:
-        if info.atari:
+        frame_space = venv.observation_space
+        _check_image(frame_space, info.env_id)
+        if recipe is not None:
+            stack = recipe.frame_stack or 1
+        elif frame_stack is not None:
+            stack = frame_stack
+        elif info.atari:
+            stack = _stack_depth(frame_space, agent_space) or ATARI_FRAME_STACK
+        else:
+            stack = 1
+        if stack > 1:
+            from stable_baselines3.common.vec_env import VecFrameStack
+
+            venv = VecFrameStack(venv, n_stack=stack)
+        venv, transposed = _match_layout(venv, agent_space)
+        info = dataclasses.replace(
+            info,
+            frame_stack=stack,
+            transposed=transposed,
+            normalized=recipe is not None and recipe.wrap_vec is not None,
+        )
+        if agent_space is not None:
+            _check_stack(venv.observation_space, frame_space, agent_space, info, recipe, explicit=frame_stack)
+    except BaseException:
+        venv.close()
+        raise
+    return venv, info
+
+
+def _base_venv(info: EnvInfo, recipe: EnvRecipe | None, n_envs: int, seed: int):
+    """The VecEnv before the frame stack: the env, its per-env wrappers and, for a recipe, its VecNormalize."""
+    from stable_baselines3.common.env_util import make_atari_env, make_vec_env
+
+    env_kwargs = {"render_mode": "rgb_array"}  # the video's frames; no env changes its observations for it
+    venv = None
+    try:
+        if recipe is not None:
+            venv = make_vec_env(
+                info.env_id,
+                n_envs=n_envs,
+                seed=seed,
+                env_kwargs={**recipe.env_kwargs, **env_kwargs},
+                wrapper_class=recipe.wrap,
+            )
+            if recipe.wrap_vec is not None:
+                venv = recipe.wrap_vec(venv)
+        elif info.atari:
             if gym.spec(info.env_id).kwargs.get("frameskip", 1) != 1:
                 env_kwargs["frameskip"] = 1  # AtariWrapper skips 4 frames itself (ALE/...-v5 skips by default)
             venv = make_atari_env(
@@ -87,20 +193,116 @@ def make_env(name: str, n_envs: int = 1, seed: int = 0):
                 env_kwargs=env_kwargs,
                 wrapper_kwargs={"clip_reward": False},
             )
-            venv = VecFrameStack(venv, n_stack=ATARI_FRAME_STACK)
         else:
             venv = make_vec_env(info.env_id, n_envs=n_envs, seed=seed, env_kwargs=env_kwargs)
-    except RlcamError:
-        raise
-    except Exception as exc:  # gym.make can fail in many ways for third-party envs
+    except Exception as exc:  # gym.make and third-party wrappers can fail in many ways
+        if venv is not None:
+            venv.close()
+        if isinstance(exc, RlcamError):
+            raise
         raise RlcamError(f"could not create env {info.env_id!r} ({type(exc).__name__}: {exc}).") from None
-    space = venv.observation_space
-    if not (isinstance(space, spaces.Box) and is_image_space(space, check_channels=False)):
-        venv.close()
-        raise RlcamError(f"env {info.env_id!r} does not give image observations (its space is {space}).")
-    if not is_image_space_channels_first(space):
-        venv = VecTransposeImage(venv)
-    return venv, info
+    return venv
+
+
+def _check_image(space, env_id: str) -> None:
+    """Pixels: a 3-D Box (H, W, C) or (C, H, W), uint8 or float (``normalize_images=False`` agents)."""
+    numeric = isinstance(space, spaces.Box) and np.issubdtype(space.dtype, np.number)
+    if not (numeric and len(space.shape) == 3):
+        raise RlcamError(
+            f"env {env_id!r} does not give image observations (its space is {space}); "
+            "rlcam explains agents that act from pixels, (H, W, C) or (C, H, W) arrays."
+        )
+
+
+def _frame_layout(shape: tuple) -> tuple[int, tuple]:
+    """(channels, (H, W)) of one observation, by SB3's rule: the smallest axis first means channel-first."""
+    if int(np.argmin(shape)) == 0:
+        return shape[0], tuple(shape[1:])
+    return shape[-1], tuple(shape[:2])
+
+
+def _agent_channels(agent_space, hw: tuple) -> int | None:
+    """The agent's channel count when its frames are ``hw`` (either layout), else None."""
+    shape = getattr(agent_space, "shape", None)
+    if not isinstance(agent_space, spaces.Box) or shape is None or len(shape) != 3:
+        return None
+    if tuple(shape[1:]) == hw:
+        return shape[0]
+    if tuple(shape[:2]) == hw:
+        return shape[2]
+    return None
+
+
+def _stack_depth(frame_space, agent_space) -> int | None:
+    """How many env frames the agent's observations stack, when its space says so unambiguously."""
+    if agent_space is None:
+        return None
+    channels, hw = _frame_layout(tuple(frame_space.shape))
+    agent = _agent_channels(agent_space, hw)
+    return agent // channels if agent and agent % channels == 0 else None
+
+
+class ChannelsFirst(VecEnvWrapper):
+    """(N, H, W, C) -> (N, C, H, W) for any Box, float included (SB3's VecTransposeImage takes uint8 images only)."""
+
+    def __init__(self, venv):
+        space = venv.observation_space
+        low, high = (np.transpose(bound, (2, 0, 1)) for bound in (space.low, space.high))
+        super().__init__(venv, observation_space=spaces.Box(low, high, dtype=space.dtype))
+
+    def reset(self):
+        return np.transpose(self.venv.reset(), (0, 3, 1, 2))
+
+    def step_wait(self):
+        obs, rewards, dones, infos = self.venv.step_wait()
+        for item in infos:
+            if "terminal_observation" in item:
+                item["terminal_observation"] = np.transpose(item["terminal_observation"], (2, 0, 1))
+        return np.transpose(obs, (0, 3, 1, 2)), rewards, dones, infos
+
+
+def _match_layout(venv, agent_space):
+    """Channel-first as SB3 makes it, or whichever layout the agent's space shows; ``(venv, transposed)``."""
+    from stable_baselines3.common.preprocessing import is_image_space
+    from stable_baselines3.common.vec_env import VecTransposeImage
+
+    shape = tuple(venv.observation_space.shape)
+    channels_last = int(np.argmin(shape)) != 0
+    sb3_image = is_image_space(venv.observation_space, check_channels=False)  # SB3 transposes only these
+    want = tuple(agent_space.shape) if isinstance(agent_space, spaces.Box) else None
+    if want == shape:
+        return venv, False
+    if want == (shape[2], shape[0], shape[1]) or (want is None and sb3_image and channels_last):
+        return (VecTransposeImage(venv) if sb3_image and channels_last else ChannelsFirst(venv)), True
+    if sb3_image and channels_last:
+        return VecTransposeImage(venv), True  # SB3's convention; check_compatible names the mismatch
+    return venv, False
+
+
+def _check_stack(space, frame_space, agent_space, info: EnvInfo, recipe: EnvRecipe | None, explicit) -> None:
+    """One sentence when the agent's observations are a different number of these frames than the env stacks."""
+    if not isinstance(agent_space, spaces.Box) or tuple(space.shape) == tuple(agent_space.shape):
+        return
+    channels, hw = _frame_layout(tuple(frame_space.shape))
+    agent = _agent_channels(agent_space, hw)
+    if not agent or agent % channels or agent // channels == info.frame_stack:
+        return  # not a question of stack depth; check_compatible names the mismatch
+    depth, shape = agent // channels, tuple(agent_space.shape)
+    frame = f"{channels}-channel {hw[0]}x{hw[1]} frame"
+    if recipe is not None:
+        raise RlcamError(
+            f"the agent's observations {shape} are {depth} stacked {frame}s but its run folder {recipe.source} says "
+            f"frame_stack {info.frame_stack}; the zip and the run's config.yml do not belong together."
+        )
+    if explicit is not None:
+        raise RlcamError(
+            f"the agent's observations {shape} are {depth} stacked {frame}s but --frame-stack {explicit} gives "
+            f"{tuple(space.shape)}; pass --frame-stack {depth} or leave it out."
+        )
+    raise RlcamError(
+        f"the agent's observations {shape} hold {depth}x the channels of {info.env_id}'s {frame}s "
+        f"({tuple(space.shape)}); if it was trained on a stack of {depth} frames, pass --frame-stack {depth}."
+    )
 
 
 def check_compatible(venv, observation_space, action_space, env_id: str) -> None:
@@ -122,6 +324,21 @@ def check_compatible(venv, observation_space, action_space, env_id: str) -> None
             f"the agent has {action_space.n} actions but {env_id} has {venv.action_space}; "
             "was the agent trained on another game?"
         )
+
+
+def describe_observations(space, normalize_images: bool = True) -> str:
+    """One line on an agent's observations: layout, channels, dtype and what the policy divides them by."""
+    if not (isinstance(space, spaces.Box) and len(space.shape) == 3):
+        return f"{space}: not an image"
+    from stable_baselines3.common.preprocessing import is_image_space
+
+    channels, hw = _frame_layout(tuple(space.shape))
+    layout = "channel-first" if int(np.argmin(space.shape)) == 0 else "channel-last"
+    if normalize_images and is_image_space(space, check_channels=False):
+        units = "divided by 255 by the policy"
+    else:
+        units = "fed to the policy as they are" + ("" if normalize_images else " (normalize_images=False)")
+    return f"{layout} {hw[0]}x{hw[1]}, {channels} channel(s), {space.dtype}, {units}"
 
 
 def action_names(venv) -> list[str]:

@@ -29,6 +29,7 @@ from rlcam.norm import Normalizer
 from rlcam.objects import object_names, positions
 from rlcam.render import PanelInfo, compose, grid_tile_size, view_width
 from rlcam.video import PLACEMENT_META, BackgroundFrames, FrameWriter, TraceWriter, placement_meta
+from rlcam.zoo import agent_and_env
 
 DEFAULT_STEPS = 1000
 
@@ -38,9 +39,12 @@ class RecordConfig:
     """What to record. Paths may be str or Path."""
 
     agent: Path
-    """SB3 agent zip (PPO, A2C, DQN, QR-DQN)."""
-    env: str = "Breakout"
-    """Env name: a short Atari name, a Gymnasium id, or ``module:EnvId-v0``."""
+    """SB3 agent zip (PPO, A2C, DQN, QR-DQN), or an rl-zoo run folder (see ``rlcam.zoo``)."""
+    env: str | None = None
+    """Env name: a short Atari name, a Gymnasium id, or ``module:EnvId-v0``; default: a run folder's own env,
+    else ``Breakout``."""
+    frame_stack: int | None = None
+    """Frames stacked per observation; default: the run's, for Atari the agent's own depth, else none."""
     out: Path = Path("rlcam.mp4")
     """Video path; ``.mp4`` or ``.gif``."""
     trace: Path | None = None
@@ -157,8 +161,10 @@ def record(cfg: RecordConfig, on_step: Callable[[int, int | None], None] | None 
     """
     validate(cfg)
     started = time.perf_counter()
-    agent = load_agent(cfg.agent, algo=cfg.algo, trust=cfg.trust)
-    venv, env_info = make_env(cfg.env, n_envs=cfg.n_envs, seed=cfg.seed)
+    agent_path, env = agent_and_env(cfg.agent, cfg.env)  # a run folder: its model and its training env
+    agent = load_agent(agent_path, algo=cfg.algo, trust=cfg.trust)
+    space = agent.model.observation_space
+    venv, env_info = make_env(env, cfg.n_envs, cfg.seed, frame_stack=cfg.frame_stack, agent_space=space)
     try:
         check_compatible(venv, agent.model.observation_space, agent.model.action_space, env_info.env_id)
         names = action_names(venv)
@@ -175,7 +181,9 @@ def record(cfg: RecordConfig, on_step: Callable[[int, int | None], None] | None 
         total = cfg.steps if cfg.steps is not None else (None if cfg.episodes else DEFAULT_STEPS)
         meta = dict(
             rlcam_version=rlcam.__version__,
-            env=cfg.env,
+            env=str(env),
+            frame_stack=env_info.frame_stack,
+            zoo_run=env_info.source,
             env_id=env_info.env_id,
             atari_wrappers=env_info.atari,
             algo=agent.algo,
