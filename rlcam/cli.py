@@ -48,6 +48,30 @@ def _add_trust(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_custom_objects(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--custom-objects",
+        action="append",
+        default=[],
+        metavar="KEY=module:Class",
+        help="a class of your own code for one the agent pickled, e.g. features_extractor_class=mycode.nets:CNN "
+        "(KEY: policy_class or a policy_kwargs key; repeatable): loads custom agents without --trust",
+    )
+
+
+def _custom_objects(args) -> dict[str, str] | None:
+    """--custom-objects KEY=module:Class items as the dict load_agent takes."""
+    custom = {}
+    for item in args.custom_objects:
+        key, sep, spec = item.partition("=")
+        if not (sep and key and ":" in spec):
+            raise RlcamError(
+                f"--custom-objects takes KEY=module:Class (e.g. features_extractor_class=mycode:CNN), not {item!r}."
+            )
+        custom[key] = spec
+    return custom or None
+
+
 def _add_zoo(parser: argparse.ArgumentParser) -> None:
     """rl-zoo's way of naming a run: -f LOGS --algo A --env ID [--exp-id N] [--load-best | --load-checkpoint N]."""
     parser.add_argument(
@@ -84,6 +108,7 @@ def _agent_path(args) -> Path | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from rlcam.agents import ALGOS
     from rlcam.cam import METHODS
     from rlcam.geometry import PLACEMENTS
     from rlcam.norm import NORMS
@@ -162,9 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--fps", type=int, default=30, help="video frame rate (default 30)")
     rec.add_argument("--scale", type=int, default=3, help="integer upscaling of the game frame (default 3)")
     rec.add_argument("--alpha", type=float, default=0.6, help="map opacity at full attention (default 0.6)")
-    rec.add_argument("--algo", choices=["ppo", "a2c", "dqn", "qrdqn"], help="force the algorithm (normally detected)")
+    rec.add_argument("--algo", choices=ALGOS, help="force the algorithm (normally detected)")
     rec.add_argument("--overwrite", action="store_true", help="replace existing output files")
     _add_trust(rec)
+    _add_custom_objects(rec)
     rec.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: fastest at batch 1)")
     rec.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -203,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--radius", type=float, help="px around an object counted as near it (default 10)")
     chk.add_argument("--max-return-drop", type=float, help="own mode: allowed relative drop of the return")
     _add_trust(chk)
+    _add_custom_objects(chk)
     chk.add_argument("--json", type=Path, help="write the full report as JSON")
     chk.add_argument("--junit", type=Path, help="write a JUnit XML report for CI")
 
@@ -223,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     san.add_argument("--method", default="gradcam", choices=sorted(METHODS))
     san.add_argument("--json", type=Path, help="write the curve as JSON")
     _add_trust(san)
+    _add_custom_objects(san)
 
     info = sub.add_parser(
         "info",
@@ -232,8 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--agent", type=Path, help="SB3 agent zip or rl-zoo run folder")
     info.add_argument("--env", help="with -f: the run's env id (module:EnvId-v0 imports module first)")
     _add_zoo(info)
-    info.add_argument("--algo", choices=["ppo", "a2c", "dqn", "qrdqn"], help="force the algorithm")
+    info.add_argument("--algo", choices=ALGOS, help="force the algorithm")
     _add_trust(info)
+    _add_custom_objects(info)
     return parser
 
 
@@ -287,6 +316,7 @@ def cmd_record(args) -> int:
         overwrite=args.overwrite,
         algo=args.algo,
         trust=args.trust,
+        custom_objects=_custom_objects(args),
     )
     show = None if args.quiet or not sys.stderr.isatty() else _progress(sys.stderr)
     result = record(cfg, on_step=show)
@@ -336,13 +366,16 @@ def _write_atomic(path: Path, text: str) -> None:
 def cmd_check(args) -> int:
     import torch
 
+    from rlcam.agents import load_agent
     from rlcam.check import check
 
     torch.set_num_threads(1)
     for path in (args.json, args.junit):
         if path is not None and not path.parent.exists():
             raise RlcamError(f"output directory {path.parent} does not exist; create it first.")
-    report = check(args.agent, args.baseline, _thresholds(args), mode=args.mode, trust=args.trust)
+    custom = _custom_objects(args)
+    agent = load_agent(args.agent, trust=args.trust, custom_objects=custom) if custom else args.agent
+    report = check(agent, args.baseline, _thresholds(args), mode=args.mode, trust=args.trust)
     print(report.text())
     if args.json:
         _write_atomic(args.json, report.to_json())
@@ -365,7 +398,7 @@ def cmd_sanity(args) -> int:
         raise RlcamError(f"--steps must be a positive number of steps, not {args.steps}.")
     if args.json is not None and not args.json.parent.exists():
         raise RlcamError(f"output directory {args.json.parent} does not exist; create it first.")
-    agent = load_agent(args.agent, trust=args.trust)
+    agent = load_agent(args.agent, trust=args.trust, custom_objects=_custom_objects(args))
     obs = rollout_observations(agent, args.env, args.steps, args.seed)
     result = sanity(agent, obs, target=args.target, layer=args.layer, method=args.method, seed=args.seed)
     print(result.text())
@@ -385,7 +418,8 @@ def cmd_info(args) -> int:
     if path is None:
         raise RlcamError("give --agent (an SB3 zip or an rl-zoo run folder) or -f LOGS --algo ALGO --env ID.")
     run = find_run(path, args.env)
-    agent = load_agent(run.model if run else path, algo=args.algo, trust=args.trust)
+    custom = _custom_objects(args)
+    agent = load_agent(run.model if run else path, algo=args.algo, trust=args.trust, custom_objects=custom)
     model = agent.model
     print(f"agent        {agent.path}  (sha256 {agent.sha256[:16]}...)")
     print(f"algorithm    {agent.algo.upper()}  policy {type(model.policy).__name__}")

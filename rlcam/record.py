@@ -80,6 +80,8 @@ class RecordConfig:
     """Force the algorithm instead of detecting it from the zip."""
     trust: bool = False
     """Allow SB3's full load, which unpickles the zip (runs code in it); only for files you trust."""
+    custom_objects: dict[str, str] | None = None
+    """Classes of your own code for pickled ones, ``{key: "module:Class"}`` (see ``rlcam.agents.load_agent``)."""
 
     def __post_init__(self):
         self.agent = Path(self.agent)
@@ -162,7 +164,7 @@ def record(cfg: RecordConfig, on_step: Callable[[int, int | None], None] | None 
     validate(cfg)
     started = time.perf_counter()
     agent_path, env = agent_and_env(cfg.agent, cfg.env)  # a run folder: its model and its training env
-    agent = load_agent(agent_path, algo=cfg.algo, trust=cfg.trust)
+    agent = load_agent(agent_path, algo=cfg.algo, trust=cfg.trust, custom_objects=cfg.custom_objects)
     space = agent.model.observation_space
     venv, env_info = make_env(env, cfg.n_envs, cfg.seed, frame_stack=cfg.frame_stack, agent_space=space)
     try:
