@@ -263,7 +263,69 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--algo", choices=ALGOS, help="force the algorithm")
     _add_trust(info)
     _add_custom_objects(info)
+    _add_audit(sub, METHODS, PLACEMENTS)
     return parser
+
+
+def _add_audit(sub, methods, placements) -> None:
+    from rlcam.audit import DEFAULT_MAX_STEPS
+
+    aud = sub.add_parser(
+        "audit",
+        help="run many checkpoints x seeds (a process pool or Ray), write results.csv and summary.html",
+        description=(
+            "Play every checkpoint with every seed, explain every step, and measure each run: return, action "
+            "entropy, map concentration, attention on the game's objects, and with --baseline the rlcam check "
+            "verdict. One job per (checkpoint, seed) on a local process pool or a Ray cluster; rerunning the same "
+            "command skips the jobs already complete. Exit 0 all jobs ok, 1 a job failed or a check regressed."
+        ),
+        epilog="example: rlcam audit --folder runs/ppo_breakout --env Breakout --seeds 0-4 --episodes 1 --out audit",
+    )
+    aud.add_argument("checkpoints", nargs="*", type=Path, help="SB3 agent zips")
+    aud.add_argument(
+        "--folder",
+        action="append",
+        type=Path,
+        default=[],
+        help="a folder of checkpoints: SB3 CheckpointCallback's <prefix>_<N>_steps.zip and/or an rl-zoo run "
+        "(<env>.zip, best_model.zip, rl_model_<N>_steps.zip); repeatable",
+    )
+    aud.add_argument("--env", help="env the checkpoints play (default: an rl-zoo run folder's <env>_<N> name)")
+    aud.add_argument("--seeds", default="0-2", help="seeds per checkpoint: 0-4, 0,3,7 (default 0-2)")
+    length = aud.add_mutually_exclusive_group()
+    length.add_argument("--episodes", type=int, help="full games per job (default 1)")
+    length.add_argument("--steps", type=int, help="agent steps per job, instead of games")
+    aud.add_argument(
+        "--max-steps",
+        type=int,
+        default=DEFAULT_MAX_STEPS,
+        help=f"with --episodes: stop a job after this many steps (default {DEFAULT_MAX_STEPS}; the row says truncated)",
+    )
+    mode = aud.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--stochastic",
+        dest="deterministic",
+        action="store_false",
+        default=False,
+        help="sample actions, seeded (default: with argmax actions Breakout's seeds often play identical games)",
+    )
+    mode.add_argument("--deterministic", dest="deterministic", action="store_true", help="take the argmax action")
+    aud.add_argument("--target", help="explained score (default per algorithm, as rlcam record)")
+    aud.add_argument("--layer", help="module path inside model.policy (default: last rectified conv)")
+    aud.add_argument("--method", default="gradcam", choices=sorted(methods), help="map method (default gradcam)")
+    aud.add_argument("--placement", default="bilinear", choices=placements, help="bilinear (default) or rf")
+    aud.add_argument("--radius", type=float, default=10.0, help="px around an object counted as near it (default 10)")
+    aud.add_argument("--baseline", type=Path, help="a trace written by rlcam record: rlcam check each checkpoint")
+    aud.add_argument("--spec", type=Path, help="the check's thresholds, JSON or TOML (as rlcam check --spec)")
+    aud.add_argument("--check-mode", choices=["replay", "own"], default="replay", help="as rlcam check --mode")
+    aud.add_argument("--videos", action="store_true", help="also write each job's annotated MP4")
+    aud.add_argument("--workers", type=int, help="local worker processes, or a local Ray's CPUs (default: CPUs)")
+    aud.add_argument("--ray", action="store_true", help="run the jobs as Ray tasks (RAY_ADDRESS, else a local Ray)")
+    aud.add_argument("--ray-address", help="the Ray cluster to run on (implies --ray)")
+    aud.add_argument("--out", type=Path, default=Path("audit"), help="output folder (default audit)")
+    aud.add_argument("--overwrite", action="store_true", help="discard the folder's earlier results and start again")
+    aud.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_trust(aud)
 
 
 def _progress(stream):
@@ -438,6 +500,59 @@ def cmd_info(args) -> int:
     return EXIT_OK
 
 
+def cmd_audit(args) -> int:
+    import importlib.util
+
+    from rlcam import audit
+
+    missing = [name for name in ("tqdm", "matplotlib") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise RlcamError(f"rlcam audit needs {' and '.join(missing)}: pip install 'rlcam[audit]'.")
+    if args.ray or args.ray_address:
+        executor = audit.RayExecutor(address=args.ray_address, num_cpus=args.workers)
+    else:
+        executor = audit.PoolExecutor(args.workers or os.cpu_count() or 1)
+    zips = list(args.checkpoints) + [z for folder in args.folder for z in audit.folder_zips(folder)]
+    if not zips:
+        raise RlcamError("give checkpoint zips, or --folder DIR (see 'rlcam audit --help').")
+    settings = audit.make_settings(
+        baseline=args.baseline,
+        spec=args.spec,
+        env=args.env or audit.infer_env(args.folder, zips),
+        episodes=args.episodes if args.episodes is not None or args.steps is not None else 1,
+        steps=args.steps,
+        max_steps=args.max_steps,
+        deterministic=args.deterministic,
+        target=args.target,
+        layer=args.layer,
+        method=args.method,
+        placement=args.placement,
+        radius=args.radius,
+        videos=args.videos,
+        check_mode=args.check_mode,
+        trust=args.trust,
+    )
+    result = audit.audit(
+        audit.checkpoints(zips),
+        audit.parse_seeds(args.seeds),
+        settings,
+        args.out,
+        executor,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    for line in result.lines:
+        print(line)
+    state = "interrupted: " if result.interrupted else ""
+    print(
+        f"{state}{result.ran} jobs run, {result.skipped} already complete, {len(result.failed)} failed "
+        f"({executor.name}): {result.csv}, {result.html}"
+    )
+    if result.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_REGRESSION if result.failed or result.regressions else EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (also usable in-process, e.g. from tests)."""
     try:
@@ -449,6 +564,7 @@ def main(argv: list[str] | None = None) -> int:
             if not os.environ.get("RLCAM_WARNINGS"):
                 warnings.simplefilter("ignore")
             commands = {"record": cmd_record, "check": cmd_check, "sanity": cmd_sanity, "info": cmd_info}
+            commands["audit"] = cmd_audit
             return commands[args.command](args)
     except RlcamError as exc:
         print(f"rlcam: error: {exc}", file=sys.stderr)

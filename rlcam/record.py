@@ -53,6 +53,8 @@ class RecordConfig:
     """Agent steps to record (default 1000 when ``episodes`` is not given)."""
     episodes: int | None = None
     """Record until this many full games (game over, not life loss) have ended."""
+    max_steps: int | None = None
+    """With ``episodes``: stop after this many steps even if the games have not all ended."""
     seed: int = 0
     """Seeds the envs (env i gets seed + i) and the sampling of stochastic actions."""
     deterministic: bool = True
@@ -76,6 +78,8 @@ class RecordConfig:
     alpha: float = 0.6
     """Opacity of the map at full attention."""
     overwrite: bool = False
+    video: bool = True
+    """Write the video; False writes the trace alone (``out`` then only names the default trace)."""
     algo: str | None = None
     """Force the algorithm instead of detecting it from the zip."""
     trust: bool = False
@@ -91,7 +95,7 @@ class RecordConfig:
 
 @dataclass
 class RecordResult:
-    video: Path
+    video: Path | None  # None when the config asked for no video
     trace: Path
     steps: int
     episodes: int  # games that ended during the recording
@@ -108,18 +112,20 @@ def validate(cfg: RecordConfig) -> None:
         raise RlcamError(f"--steps must be a positive number of steps, not {cfg.steps}.")
     if cfg.episodes is not None and cfg.episodes <= 0:
         raise RlcamError(f"--episodes must be a positive number of games, not {cfg.episodes}.")
+    if cfg.max_steps is not None and cfg.max_steps <= 0:
+        raise RlcamError(f"the step cap must be a positive number of steps, not {cfg.max_steps}.")
     for name, value, low in (("--n-envs", cfg.n_envs, 1), ("--fps", cfg.fps, 1), ("--scale", cfg.scale, 1)):
         if value < low:
             raise RlcamError(f"{name} must be at least {low}, not {value}.")
     if not 0.0 <= cfg.alpha <= 1.0:
         raise RlcamError(f"--alpha must lie in [0, 1], not {cfg.alpha}.")
-    if cfg.out.suffix.lower() not in (".mp4", ".gif"):
+    if cfg.video and cfg.out.suffix.lower() not in (".mp4", ".gif"):
         raise RlcamError(f"--out must end in .mp4 or .gif, not {cfg.out.name!r}.")
     if cfg.trace.suffix.lower() != ".npz":
         raise RlcamError(f"--trace must end in .npz, not {cfg.trace.name!r}.")
-    if cfg.out.resolve() == cfg.trace.resolve():
+    if cfg.video and cfg.out.resolve() == cfg.trace.resolve():
         raise RlcamError("--out and --trace name the same file.")
-    for path in (cfg.out, cfg.trace):
+    for path in (cfg.out, cfg.trace) if cfg.video else (cfg.trace,):
         if path.is_dir():
             raise RlcamError(f"output {path} is a directory; give a file name.")
         if path.exists() and not cfg.overwrite:
@@ -203,7 +209,7 @@ def record(cfg: RecordConfig, on_step: Callable[[int, int | None], None] | None 
             steps_requested=total,
             episodes_requested=cfg.episodes,
             action_names=names,
-            video=str(cfg.out),
+            video=str(cfg.out) if cfg.video else None,
             fps=cfg.fps,
             scale=cfg.scale,
             save_obs=cfg.save_obs,
@@ -213,7 +219,7 @@ def record(cfg: RecordConfig, on_step: Callable[[int, int | None], None] | None 
         with (
             explainer,
             _stop_on_signals() as stop,
-            BackgroundFrames(FrameWriter(cfg.out, fps=cfg.fps)) as video,
+            BackgroundFrames(FrameWriter(cfg.out, fps=cfg.fps)) if cfg.video else contextlib.nullcontext() as video,
             TraceWriter(cfg.trace, meta) as trace,
         ):
             steps, games, interrupted, env_failure = _loop(
@@ -228,7 +234,7 @@ def record(cfg: RecordConfig, on_step: Callable[[int, int | None], None] | None 
         kept = f"the video and trace hold the {steps} steps before it" if steps else "nothing was written"
         raise RlcamError(f"{env_failure}; {kept}.")
     return RecordResult(
-        video=cfg.out,
+        video=cfg.out if cfg.video else None,
         trace=cfg.trace,
         steps=steps,
         episodes=games,
@@ -439,6 +445,7 @@ def _loop(cfg, venv, env_id, explainer, names, video, trace, total, stop, on_ste
         not stop.requested
         and (total is None or writer.steps < total)
         and (cfg.episodes is None or writer.games < cfg.episodes)
+        and (cfg.max_steps is None or writer.steps < cfg.max_steps)
     ):
         explained = explainer.explain(obs, all_actions=cfg.all_actions)
         objects = positions(venv, env_id)  # read before stepping: where things were when the agent acted
