@@ -677,3 +677,16 @@ def test_info_wrong_algo_says_which(capsys, family_zips):
     code, err = info(capsys, "--agent", family_zips["sac cnn"][0], "--algo", "ppo")
     assert code == 2 and err.count("\n") == 1
     assert "(stable_baselines3.sac.policies.CnnPolicy) is a SAC policy, not a PPO one; leave --algo out" in err
+
+
+def test_info_custom_objects_flag(capsys, tmp_path):
+    path = tmp_path / "wide.zip"
+    build("ppo", WidePolicy, IMAGE, spaces.Discrete(3), **ON_POLICY).save(path)
+    code = main(["info", "--agent", str(path), "--custom-objects", "policy_class=tests.test_load_families:WidePolicy"])
+    out = capsys.readouterr().out
+    assert code == 0 and "policy WidePolicy" in out, out
+    code, err = info(capsys, "--agent", path, "--custom-objects", "policy_class")
+    assert code == 2 and err == (
+        "rlcam: error: --custom-objects takes KEY=module:Class (e.g. features_extractor_class=mycode:CNN), "
+        "not 'policy_class'.\n"
+    )
