@@ -62,7 +62,8 @@ def _ordered_dict(loader: _ZooLoader, node: yaml.Node) -> dict:
     # sequence of its call arguments: one argument, the list of [key, value] pairs.
     args = loader.construct_sequence(node, deep=True) if isinstance(node, yaml.SequenceNode) else None
     pairs = args[0] if args and len(args) == 1 and isinstance(args[0], list) else None
-    if pairs is None or not all(isinstance(p, list) and len(p) == 2 for p in pairs):
+    plain_key = (str, int, float, bool, type(None))
+    if pairs is None or not all(isinstance(p, list) and len(p) == 2 and isinstance(p[0], plain_key) for p in pairs):
         raise yaml.constructor.ConstructorError(
             None, None, "an OrderedDict in a form rl-zoo does not write", node.start_mark
         )
@@ -104,7 +105,7 @@ def load_yaml(path: Path) -> dict:
             f"{path} holds a YAML tag rlcam does not read ({_short_tag(exc.tag)}); rlcam builds plain YAML and "
             "rl-zoo's OrderedDict and tuple tags only, and runs nothing from the file."
         ) from None
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, TypeError, RecursionError) as exc:  # TypeError: a mapping key that is a list
         problem = " ".join(str(getattr(exc, "problem", None) or exc).split())[:200]
         raise RlcamError(f"{path} is not YAML rlcam can read ({problem}).") from None
     if not isinstance(value, dict):
@@ -422,12 +423,7 @@ def _env_id(args: dict, name: str, source: Path) -> str:
     env = args.get("env")
     if env is not None and not isinstance(env, str):
         raise RlcamError(f"{source} names its env as {env!r}, not an env id.")
-    if env:
-        return env
-    if name in gym.registry:
-        return name
-    dashed = name.replace("-", "/", 1)  # "ALE-Breakout-v5" was "ALE/Breakout-v5"
-    return dashed if dashed in gym.registry else name
+    return env or name  # without args.yml, the env name (rl-zoo's id with "/" made "-") is all there is
 
 
 def open_run(folder: Path, model: Path | None = None, env: str | None = None) -> ZooRun:
