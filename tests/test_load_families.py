@@ -28,6 +28,7 @@ import pytest
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.policies import ActorCriticCnnPolicy
+from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
 from rlcam.agents import ALGOS, algo_class, load_agent
@@ -48,6 +49,7 @@ REPLAY = dict(buffer_size=16, learning_starts=0)
 GSDE_SQUASHED = dict(ON_POLICY, use_sde=True, policy_kwargs=dict(squash_output=True))
 QUANTILES = dict(REPLAY, policy_kwargs=dict(n_quantiles=5))
 LSTM = dict(ON_POLICY, policy_kwargs=dict(lstm_hidden_size=16))
+TF_RMSPROP = dict(optimizer_class=RMSpropTFLike, optimizer_kwargs=dict(alpha=0.99, eps=1e-5, weight_decay=0))
 
 
 class TinyEnv(gym.Env):
@@ -71,10 +73,10 @@ FAMILIES = {
     "a2c multidiscrete": ("a2c", "CnnPolicy", IMAGE, spaces.MultiDiscrete([3, 2, 4]), dict(n_steps=8)),
     "ppo multibinary": ("ppo", "CnnPolicy", IMAGE, spaces.MultiBinary(3), ON_POLICY),
     "ppo dict": ("ppo", "MultiInputPolicy", DICT, spaces.Discrete(3), ON_POLICY),
-    "a2c dict box": ("a2c", "MultiInputPolicy", DICT, STEER, dict(n_steps=8)),
+    "a2c dict box": ("a2c", "MultiInputPolicy", DICT, STEER, dict(n_steps=8, policy_kwargs=TF_RMSPROP)),
     "dqn dict": ("dqn", "MultiInputPolicy", DICT, spaces.Discrete(3), REPLAY),
     "qrdqn dict": ("qrdqn", "MultiInputPolicy", DICT, spaces.Discrete(3), QUANTILES),
-    "sac cnn": ("sac", "CnnPolicy", IMAGE, STEER, REPLAY),
+    "sac cnn": ("sac", "CnnPolicy", IMAGE, STEER, dict(REPLAY, policy_kwargs=dict(optimizer_class=torch.optim.AdamW))),
     "sac dict gsde": ("sac", "MultiInputPolicy", DICT, STEER, dict(REPLAY, use_sde=True)),
     "td3 cnn": ("td3", "CnnPolicy", IMAGE, STEER, REPLAY),
     "td3 dict": ("td3", "MultiInputPolicy", DICT, STEER, REPLAY),
@@ -195,6 +197,10 @@ def test_family_loads_safely_and_equals_sb3(name, family_zips, monkeypatch):
         assert_same_space(getattr(agent.model, field), getattr(reference, field))
         assert_same_space(getattr(agent.model, field), getattr(original, field))
     assert agent.model.policy_kwargs == reference.policy_kwargs
+    optimizers = [
+        [type(m.optimizer) for m in p.modules() if hasattr(m, "optimizer")] for p in (agent.policy, reference.policy)
+    ]
+    assert optimizers[0] == optimizers[1] and optimizers[0]  # Adam, AdamW, RMSpropTFLike, ...; actor's and critic's
     assert [m.training for m in agent.policy.modules()] == [m.training for m in reference.policy.modules()]
     recurrent = algo == "recurrent_ppo"
     assert_same_actions(agent.model, reference, original.observation_space, recurrent)
