@@ -309,6 +309,13 @@ def load_agent(
     policy_cls = custom.get("policy_class")
     if policy_cls is None and trust and not _is_sb3_class(data):
         policy_cls = _unpickle_policy_class(data, path)
+    if algo is not None and policy_cls is not None:
+        name, algos = _algos_of_class(policy_cls, path)
+        if algo not in algos:
+            raise RlcamError(
+                f"the agent's policy ({name}) is a {' or '.join(map(algo_title, algos))} policy, not a "
+                f"{algo_title(algo)} one; leave --algo out to detect the algorithm."
+            )
     algo = algo or detect_algo(data, policy_cls, path)
     cls = algo_class(algo)
     if trust:

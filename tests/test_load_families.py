@@ -576,6 +576,11 @@ def test_custom_policy_class_from_user_code(tmp_path, monkeypatch):
     assert agent.policy_class_name == "tests.test_load_families.WidePolicy"
     assert_same_weights(agent.policy, model.policy)
     assert load_agent(path, trust=True).algo == "ppo"  # trusted: the unpickled class's SB3 base tells
+    assert load_agent(path, algo="a2c", custom_objects={"policy_class": WidePolicy}).algo == "a2c"  # same classes
+    with pytest.raises(
+        RlcamError, match=r"\(tests\.test_load_families\.WidePolicy\) is a PPO or A2C policy, not a SAC"
+    ):
+        load_agent(path, algo="sac", custom_objects={"policy_class": WidePolicy})
 
 
 CUSTOM_ERRORS = {
