@@ -54,9 +54,7 @@ class ReportRun:
         label: what the page calls the run (the agent's file name by default).
         meta: the trace's meta.
         arrays: ``(T, ...)`` per-step arrays: the trace's keys for one env.
-        frames: ``(T, H, W, 3)`` uint8 RGB, what the video shows at step k (the env's render, or the
-            observation where the recorder shows that), when the agent acted at step k.
-        raw_hw: the env's rendered frame size, in whose pixels object positions are given.
+        frames: ``(T, H, W, 3)`` uint8 RGB, the env's frame when the agent acted at step k (what the video shows).
         notes: sentences the page shows about what this run lacks.
     """
 
@@ -64,7 +62,6 @@ class ReportRun:
     meta: dict
     arrays: dict[str, np.ndarray]
     frames: np.ndarray
-    raw_hw: tuple[int, int]
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -96,6 +93,18 @@ def run_from_trace(trace_path: str | os.PathLike[str], env_index: int = 0, label
             does not reproduce the recorded run (then its frames cannot be rebuilt).
     """
     path = Path(trace_path)
+    meta, arrays, notes = trace_arrays(path, env_index)
+    if meta.get("compare_mode") == "replay" and meta.get("compare_side") == 1:
+        raise RlcamError(
+            f"trace {path} holds the second agent's choices on the first agent's game ('rlcam compare' in replay "
+            "mode), so it cannot be replayed alone; open the compare report, or report the first agent's trace."
+        )
+    frames = replay_frames(meta, arrays, env_index, path)
+    return ReportRun(label or Path(str(meta.get("agent", path.stem))).name, meta, arrays, frames, notes)
+
+
+def trace_arrays(path: Path, env_index: int = 0) -> tuple[dict, dict[str, np.ndarray], list[str]]:
+    """A trace's meta, its per-step arrays for one env (no env axis), and notes on what it lacks."""
     trace = load_trace(path, keys=None)
     meta = trace.meta
     lacking = [k for k in REQUIRED if k not in trace] + [
@@ -120,46 +129,42 @@ def run_from_trace(trace_path: str | os.PathLike[str], env_index: int = 0, label
         notes.append(
             "This trace has no action_values (recorded before rlcam stored them): no probabilities or Q-values."
         )
-    frames, raw_hw = replay_frames(meta, arrays, env_index, path)
-    return ReportRun(label or Path(str(meta.get("agent", path.stem))).name, meta, arrays, frames, raw_hw, notes)
+    return meta, arrays, notes
 
 
-def replay_frames(
-    meta: dict, arrays: dict[str, np.ndarray], env_index: int, source: Path
-) -> tuple[np.ndarray, tuple[int, int]]:
-    """``(T, H, W, 3)`` frames of env ``env_index`` as the video shows them, and the rendered frame's size,
-    by stepping its env with the recorded actions.
+def replay_frames(meta: dict, arrays: dict[str, np.ndarray], env_index: int, source: Path) -> np.ndarray:
+    """``(T, H, W, 3)`` frames of env ``env_index``, by stepping its env with the recorded actions.
 
     Every step is checked against the trace: reward, life loss (``done``), game end, object
     positions and, when stored, the policy input must match, else the env did not reproduce the run.
     """
     from rlcam.envs import frames, make_env
     from rlcam.objects import positions
-    from rlcam.record import observation_frames, shows_observation
 
     env_id = meta["env_id"]
-    venv, _ = make_env(env_id, n_envs=1, seed=int(meta["seed"]) + env_index)
+    stack = meta.get("frame_stack")
+    venv, _ = make_env(env_id, n_envs=1, seed=int(meta["seed"]) + env_index, frame_stack=stack or None)
     out = []
-    from_obs, raw_hw = False, (0, 0)
 
     def recorded(key: str, t: int):
         return arrays[key][t] if key in arrays else None
 
     try:
         obs = venv.reset()
-        rendered = frames(venv)[0]
-        from_obs, raw_hw = shows_observation(venv.observation_space, rendered), rendered.shape[:2]
         for t, action in enumerate(arrays["action"]):
             checks = {"policy input": (obs[0], recorded("obs", t))}
             for name, centre in positions(venv, env_id).items():  # where things were when the agent acted
                 checks[f"{name} position"] = (centre[0], recorded(f"obj_{name}", t))
-            out.append(observation_frames(obs[:1])[0] if from_obs else frames(venv)[0])  # the recorder's choice
+            out.append(frames(venv)[0])
             obs, rewards, dones, infos = venv.step(np.array([action]))
             checks["reward"] = (rewards[0], recorded("reward", t))
             checks["life loss"] = (dones[0], recorded("done", t))
             checks["game end"] = ("episode" in infos[0], recorded("game_over", t))
             for what, (replayed, stored) in checks.items():
-                if stored is not None and not np.allclose(replayed, stored, equal_nan=True):
+                same = stored is None or (
+                    np.shape(replayed) == np.shape(stored) and np.allclose(replayed, stored, equal_nan=True)
+                )
+                if not same:
                     raise RlcamError(
                         f"replaying trace {source} in {env_id} did not reproduce the recorded run (the {what} "
                         f"differs at step {t}): the env is not reproducible from its seed, so the page's frames "
@@ -167,7 +172,7 @@ def replay_frames(
                     )
     finally:
         venv.close()
-    return np.stack(out), raw_hw
+    return np.stack(out)
 
 
 # -- what the page plots -------------------------------------------------------------------------------
@@ -211,7 +216,7 @@ def object_shares(run: ReportRun) -> dict[str, np.ndarray]:
     keys = sorted(k for k in run.arrays if k.startswith("obj_"))
     if not keys:
         return {}
-    ys, xs = placement(run.meta).frame_matrices(*run.raw_hw)  # objects are located on the rendered frame
+    ys, xs = placement(run.meta).frame_matrices(*run.frames.shape[1:3])
     out = {f"share_{k[4:]}": np.full(run.steps, np.nan) for k in keys}
     for t in range(run.steps):
         heat = ys @ run.arrays["cam"][t].astype(np.float32) @ xs.T
@@ -284,7 +289,7 @@ def moments(run: ReportRun, s: dict[str, np.ndarray]) -> list[dict]:
 # -- the payload -------------------------------------------------------------------------------------------
 
 
-def _b64(array: np.ndarray, dtype: str) -> dict:
+def binary(array: np.ndarray, dtype: str) -> dict:
     """A binary array for the page: little-endian bytes in base64, with its dtype and shape."""
     arr = np.ascontiguousarray(array, dtype={"f4": "<f4", "i4": "<i4", "u1": "u1"}[dtype])
     return {"dtype": dtype, "shape": list(arr.shape), "b64": base64.b64encode(arr.tobytes()).decode("ascii")}
@@ -314,7 +319,7 @@ def encode_frames(frames: np.ndarray, chunk: int = FRAME_CHUNK) -> dict:
     spec = {"steps": T, "height": H, "width": W, "channels": channels, "chunk": chunk, "chunks": chunks}
     if palette is not None:
         rgb = np.stack([(palette >> 16) & 255, (palette >> 8) & 255, palette & 255], axis=1)
-        spec["palette"] = _b64(rgb.astype(np.uint8), "u1")
+        spec["palette"] = binary(rgb.astype(np.uint8), "u1")
     return spec
 
 
@@ -350,27 +355,25 @@ def run_payload(run: ReportRun, frames_ref: int, scale: int) -> dict:
         "frames": frames_ref,
         "bar_kind": bar_kind(run.meta),
         "action_names": [str(n) for n in run.meta["action_names"]],
-        "cam": _b64(a["cam"], "f4"),
+        "cam": binary(a["cam"], "f4"),
         "placement": {
-            "ys": _b64(ys, "f4"),
-            "xs": _b64(xs, "f4"),
-            "tile_ys": _b64(tile_ys, "f4"),
-            "tile_xs": _b64(tile_xs, "f4"),
+            "ys": binary(ys, "f4"),
+            "xs": binary(xs, "f4"),
+            "tile_ys": binary(tile_ys, "f4"),
+            "tile_xs": binary(tile_xs, "f4"),
         },
-        "action": _b64(a["action"], "i4"),
-        "done": _b64(a["done"].astype(np.uint8), "u1"),
-        "game_over": _b64(a["game_over"].astype(np.uint8), "u1"),
-        "series": {k: _b64(v, "f4") for k, v in s.items()},
+        "action": binary(a["action"], "i4"),
+        "done": binary(a["done"].astype(np.uint8), "u1"),
+        "game_over": binary(a["game_over"].astype(np.uint8), "u1"),
+        "series": {k: binary(v, "f4") for k, v in s.items()},
         "moments": moments(run, s),
         "notes": list(run.notes),
     }
     for key in ("action_values", "action_cams", "frame_shares", "score"):
         if key in a:
-            payload[key] = _b64(a[key], "f4")
-    # Object centres (y, x) moved from the rendered frame's pixels to the shown frame's.
-    to_shown = np.array([H / run.raw_hw[0], W / run.raw_hw[1]], np.float32)
-    payload["objects"] = {k[4:]: _b64(a[k] * to_shown, "f4") for k in sorted(a) if k.startswith("obj_")}
-    payload["object_radius"] = OBJECT_RADIUS * H / run.raw_hw[0]
+            payload[key] = binary(a[key], "f4")
+    payload["objects"] = {k[4:]: binary(a[k], "f4") for k in sorted(a) if k.startswith("obj_")}
+    payload["object_radius"] = OBJECT_RADIUS
     return payload
 
 
@@ -402,7 +405,7 @@ def payload_for(runs: list[ReportRun], title: str, shared_frames: bool = False, 
         "fps": int(runs[0].meta.get("fps", 30)),
         "norm": runs[0].meta.get("normalisation", "running"),
         "running_decay": RUNNING_DECAY,
-        "lut": _b64(LUT, "u1"),
+        "lut": binary(LUT, "u1"),
         "frames": frame_specs,
         "runs": [run_payload(r, 0 if shared_frames else i, scale) for i, r in enumerate(runs)],
         "compare": compare,

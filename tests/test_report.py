@@ -124,8 +124,8 @@ def test_series_against_an_independent_computation(ppo_run):
     np.testing.assert_allclose(s["return"], returns)
     np.testing.assert_allclose(s["peak"], run.arrays["cam"].reshape(STEPS, -1).max(1))
     # Attention on the ball, one step by brute force over the frame's pixels.
-    ys, xs = placement(run.meta).frame_matrices(*run.raw_hw)  # object positions are on the rendered frame
-    rows, cols = run.raw_hw
+    rows, cols = run.frames.shape[1:3]
+    ys, xs = placement(run.meta).frame_matrices(rows, cols)
     t = next(t for t in range(STEPS) if np.isfinite(run.arrays["obj_ball"][t]).all() and s["peak"][t] > 0)
     heat = ys.astype(np.float64) @ run.arrays["cam"][t] @ xs.T.astype(np.float64)
     by, bx = run.arrays["obj_ball"][t]

@@ -59,7 +59,7 @@
   const LUT32 = new Uint32Array(256);
   for (let i = 0; i < 256; i++) LUT32[i] = 0xff000000 | (LUT[3 * i + 2] << 16) | (LUT[3 * i + 1] << 8) | LUT[3 * i];
 
-  const rgbOf = (i) => `rgb(${LUT[3 * i]}, ${LUT[3 * i + 1]}, ${LUT[3 * i + 2]})`;
+  const RUN_COLOURS = ["rgb(255, 166, 82)", "rgb(110, 190, 255)"]; // first and second run, everywhere
 
   // -- frames: chunks of XOR-delta coded palette (or RGB) planes, deflated -----------------------
 
@@ -245,9 +245,12 @@
       this.Hs = this.store.H * this.scale;
       this.Ws = this.store.W * this.scale;
       this.tmp = new Float64Array(this.h * Math.max(this.Ws, this.store.W));
+      this.row = new Float64Array(Math.max(this.Ws, this.store.W));
+      this.colS = Int32Array.from({ length: this.Ws }, (_, X) => Math.floor(X / this.scale)); // nearest upscaling
+      this.col1 = Int32Array.from({ length: this.store.W }, (_, X) => X);
       this.heat = new Uint8Array(this.Hs * this.Ws);
       this.tileHeat = new Uint8Array(this.store.H * this.store.W);
-      this.colour = index === 0 ? "var(--run0)" : "var(--run1)";
+      this.colour = RUN_COLOURS[index];
       this.build();
     }
 
@@ -266,14 +269,17 @@
           tmp[i * W + X] = s * factor;
         }
       }
+      const row = this.row;
       for (let Y = 0; Y < ys.R; Y++) {
-        const ks = ys.start[Y];
-        const ke = ys.start[Y + 1];
+        row.fill(0, 0, W);
+        for (let k = ys.start[Y], e = ys.start[Y + 1]; k < e; k++) {
+          const wk = ys.w[k];
+          const base = ys.idx[k] * W;
+          for (let X = 0; X < W; X++) row[X] += wk * tmp[base + X];
+        }
         const o = Y * W;
         for (let X = 0; X < W; X++) {
-          let s = 0;
-          for (let k = ks; k < ke; k++) s += ys.w[k] * tmp[ys.idx[k] * W + X];
-          s = Math.abs(s);
+          const s = Math.abs(row[X]);
           out[o + X] = s >= 255 ? 255 : Math.round(s);
         }
       }
@@ -285,10 +291,11 @@
       const out = new Uint32Array(image.data.buffer);
       const Ws = W * scale;
       const mask = maskTable;
+      const col = scale === 1 ? this.col1 : this.colS;
       for (let Y = 0; Y < H * scale; Y++) {
-        const fy = (Y / scale) | 0;
+        const rowStart = ((Y / scale) | 0) * W;
         for (let X = 0; X < Ws; X++) {
-          const p = fy * W + ((X / scale) | 0);
+          const p = rowStart + col[X];
           let r, g, b;
           if (C === 1) {
             const c = palette[frame[p]];
@@ -618,20 +625,30 @@
   };
 
   function buildTracks() {
-    const kind = runs[0].spec.bar_kind;
-    const add = (key, label, opts = {}) => {
-      const lines = runs.map((r) => r.series[key]).filter(Boolean);
-      if (lines.length) tl.tracks.push({ key, label, lines, ...opts });
+    const kinds = [...new Set(runs.map((r) => r.spec.bar_kind))];
+    const pct = (v) => `${(100 * v).toFixed(1)}%`;
+    // One track per quantity; a quantity in other units per run (probabilities vs Q-values) gets a track per kind.
+    const add = (key, label, opts = {}, kind = null) => {
+      const chosen = runs.filter((r) => r.series[key] && (kind === null || r.spec.bar_kind === kind));
+      if (!chosen.length) return;
+      const lines = chosen.map((r) => r.series[key]);
+      tl.tracks.push({ key, label, lines, colours: chosen.map((r) => RUN_COLOURS[r.index]), ...opts });
     };
-    add("value", kind === "prob" ? "value V(s)" : "max Q");
-    add("chosen", kind === "prob" ? "P(chosen)" : "Q(chosen)", { fmt: kind === "prob" ? (v) => `${(100 * v).toFixed(1)}%` : fmt });
-    if (kind === "prob") add("entropy", "entropy");
-    else add("margin", "Q gap");
+    add("value", kinds.length > 1 ? "value" : kinds[0] === "prob" ? "value V(s)" : "max Q");
+    for (const kind of kinds) {
+      if (kind === "prob") {
+        add("chosen", "P(chosen)", { fmt: pct }, kind);
+        add("entropy", "entropy", {}, kind);
+      } else {
+        add("chosen", "Q(chosen)", {}, kind);
+        add("margin", "Q gap", {}, kind);
+      }
+    }
     add("return", "return", { bars: "reward" });
     add("peak", "map peak");
     const objects = new Set();
     for (const r of runs) for (const k of Object.keys(r.objects)) objects.add(k);
-    for (const k of objects) add(`share_${k}`, `on ${k}`, { fmt: (v) => `${(100 * v).toFixed(1)}%` });
+    for (const k of objects) add(`share_${k}`, `on ${k}`, { fmt: pct });
     if (D.compare) {
       const c = D.compare;
       tl.tracks.push({ key: "agree", label: "actions agree", lines: [arr(c.agree)], binary: true, colours: ["rgb(140, 220, 160)"] });
@@ -665,7 +682,6 @@
       track.lo = lo;
       track.hi = hi;
       track.fmt = track.fmt || fmt;
-      track.colours = track.colours || runs.map((r, i) => (i === 0 ? "rgb(255, 166, 82)" : "rgb(110, 190, 255)"));
     }
   }
 
@@ -871,12 +887,20 @@
     const table = el("table");
     const names = el("tr");
     names.append(el("td", "", "action"));
-    for (const r of runs) names.append(el("td", "n", r.names[r.action[t]]));
+    for (const r of runs) {
+      const cell = el("td", "n", r.names[r.action[t]]);
+      if (runs.length > 1) cell.style.color = RUN_COLOURS[r.index];
+      names.append(cell);
+    }
     table.append(names);
     for (const track of tl.tracks) {
       const tr = el("tr");
       tr.append(el("td", "", track.label));
-      for (const line of track.lines) tr.append(el("td", "n", track.binary ? (line[t] >= 0.5 ? "yes" : "no") : track.fmt(line[t])));
+      track.lines.forEach((line, k) => {
+        const cell = el("td", "n", track.binary ? (line[t] >= 0.5 ? "yes" : "no") : track.fmt(line[t]));
+        if (track.lines.length > 1 || runs.length > 1) cell.style.color = track.colours[k];
+        tr.append(cell);
+      });
       table.append(tr);
     }
     tip.append(table);
@@ -968,10 +992,15 @@
   function render() {
     const t0 = performance.now();
     let all = true;
+    const phases = { frames: 0, panels: 0, timeline: 0 };
     for (const r of runs) {
+      const a = performance.now();
       all = r.draw(state.step) && all;
+      const b = performance.now();
       r.panel(state.step);
       r.store.prefetch(state.step);
+      phases.frames += b - a;
+      phases.panels += performance.now() - b;
     }
     if (D.compare) {
       const c = D.compare;
@@ -984,7 +1013,10 @@
     }
     $("step").textContent = String(state.step);
     for (const b of momentButtons) b.classList.toggle("here", Number(b.dataset.step) === state.step);
+    const c = performance.now();
     drawTimeline();
+    phases.timeline = performance.now() - c;
+    window.rlcam.lastPhases = phases; // what the redraw spent where (scripts/report_benchmark.py)
     window.rlcam.lastDrawMs = performance.now() - t0;
     if (all && !firstDrawn) {
       firstDrawn = true;
