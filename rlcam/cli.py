@@ -193,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_custom_objects(rec)
     rec.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: fastest at batch 1)")
     rec.add_argument("--quiet", action="store_true", help="no progress bar")
+    rec.add_argument(
+        "--report",
+        action="store_true",
+        help="also write the interactive HTML report beside the video (same stem, .html; see 'rlcam report')",
+    )
 
     chk = sub.add_parser(
         "check",
@@ -264,7 +269,68 @@ def build_parser() -> argparse.ArgumentParser:
     _add_trust(info)
     _add_custom_objects(info)
     _add_audit(sub, METHODS, PLACEMENTS)
+    _add_report(sub)
+    _add_compare(sub, METHODS)
     return parser
+
+
+def _add_compare(sub, methods) -> None:
+    cmp = sub.add_parser(
+        "compare",
+        help="two agents (or one under two methods/targets) on the same seed, side by side",
+        description=(
+            "Run two explained agents on the same seed and write one side-by-side video, a trace per side and, "
+            "with --report, one HTML report with a divergence track. replay (default): the first agent acts and "
+            "the second explains the same frames (per step: action agreement, map rank correlation, top-10%% "
+            "overlap); own: each plays its own game."
+        ),
+        epilog="example: rlcam compare --agent old.zip --agent new.zip --steps 500 --out cmp.mp4 --report",
+    )
+    cmp.add_argument(
+        "--agent",
+        type=Path,
+        action="append",
+        required=True,
+        help="agent zip (give it twice, or once with two --method or --target values)",
+    )
+    cmp.add_argument("--env", default="Breakout", help="env both play (default Breakout)")
+    cmp.add_argument("--steps", type=int, default=500, help="agent steps (default 500)")
+    cmp.add_argument("--mode", choices=["replay", "own"], default="replay", help="replay (default) or own")
+    cmp.add_argument("--target", action="append", default=[], help="explained score, per side (repeatable)")
+    cmp.add_argument("--method", action="append", default=[], choices=sorted(methods), help="map method, per side")
+    cmp.add_argument("--layer", action="append", default=[], help="explained layer, per side (repeatable)")
+    cmp.add_argument("--seed", type=int, default=0)
+    cmp.add_argument("--stochastic", dest="deterministic", action="store_false", help="sample actions, seeded")
+    cmp.add_argument("--norm", default="running", choices=["running", "episode", "frame"])
+    cmp.add_argument("--out", type=Path, default=Path("compare.mp4"), help="video path (default compare.mp4)")
+    cmp.add_argument("--report", action="store_true", help="also write the HTML report (the video's stem, .html)")
+    cmp.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    cmp.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_trust(cmp)
+
+
+def _add_report(sub) -> None:
+    rep = sub.add_parser(
+        "report",
+        help="write an interactive HTML inspector of a recorded run",
+        description=(
+            "Write one self-contained HTML page (no server, no network) to inspect a trace written by "
+            "'rlcam record': the frame with its map (normalisation and overlay switchable), a timeline of value, "
+            "probabilities, reward and attention, every action's map, and the moments worth a look. The frames "
+            "are rebuilt by replaying the trace's actions in its env, checked step by step against the trace."
+        ),
+        epilog="example: rlcam report run.npz --out run.html   (then open run.html#step=137)",
+    )
+    rep.add_argument("trace", type=Path, help="trace (.npz) written by rlcam record")
+    rep.add_argument("--out", type=Path, help="page path (default: the trace's path with .html)")
+    rep.add_argument(
+        "--video",
+        type=Path,
+        help="the run's video, linked from the page and checked to have one frame per step "
+        "(default: the trace's sibling .mp4 if there is one)",
+    )
+    rep.add_argument("--env-index", type=int, default=0, help="which env of a --n-envs trace to show (default 0)")
+    rep.add_argument("--overwrite", action="store_true", help="replace an existing page")
 
 
 def _add_audit(sub, methods, placements) -> None:
@@ -380,6 +446,12 @@ def cmd_record(args) -> int:
         trust=args.trust,
         custom_objects=_custom_objects(args),
     )
+    page = None
+    if args.report:
+        from rlcam.report import check_output
+
+        page = cfg.out.with_suffix(".html")
+        check_output(page, args.overwrite)  # before the run, not after it
     show = None if args.quiet or not sys.stderr.isatty() else _progress(sys.stderr)
     result = record(cfg, on_step=show)
     if show is not None:
@@ -389,7 +461,57 @@ def cmd_record(args) -> int:
         f"{state} {result.steps} steps ({result.episodes} games ended) in {result.seconds:.1f} s: "
         f"video {result.video}, trace {result.trace}"
     )
+    if page is not None and result.steps:
+        from rlcam.report import write_report
+
+        written = write_report(result.trace, page, video=result.video, overwrite=args.overwrite)
+        print(f"report {written.path} ({written.bytes / 1e6:.1f} MB)")
     return EXIT_INTERRUPTED if result.interrupted else EXIT_OK
+
+
+def cmd_compare(args) -> int:
+    import torch
+
+    from rlcam.compare import CompareConfig, Side, compare
+
+    torch.set_num_threads(1)
+    per_side = {"agent": args.agent, "target": args.target, "method": args.method, "layer": args.layer}
+    if any(len(v) > 2 for v in per_side.values()) or max(len(v) for v in per_side.values()) < 2:
+        raise RlcamError(
+            "compare needs two sides: give --agent twice, or one --agent with two --method, --target or --layer values."
+        )
+
+    def side(i: int) -> dict:
+        return {k: v[i] if len(v) == 2 else (v[0] if v else None) for k, v in per_side.items()}
+
+    sides = [Side(**{k: v for k, v in side(i).items() if v is not None}) for i in range(2)]
+    cfg = CompareConfig(
+        sides=sides,
+        env=args.env,
+        steps=args.steps,
+        out=args.out,
+        mode=args.mode,
+        seed=args.seed,
+        deterministic=args.deterministic,
+        norm=args.norm,
+        report=args.report,
+        overwrite=args.overwrite,
+        trust=args.trust,
+    )
+    show = None if args.quiet or not sys.stderr.isatty() else _progress(sys.stderr)
+    result = compare(cfg, on_step=show)
+    if show is not None:
+        sys.stderr.write("\n")
+    print(result.text())
+    return EXIT_INTERRUPTED if result.interrupted else EXIT_OK
+
+
+def cmd_report(args) -> int:
+    from rlcam.report import write_report
+
+    result = write_report(args.trace, args.out, video=args.video, overwrite=args.overwrite, env_index=args.env_index)
+    print(f"report {result.path}: {result.steps} steps, {result.bytes / 1e6:.1f} MB")
+    return EXIT_OK
 
 
 def _thresholds(args):
@@ -473,7 +595,7 @@ def cmd_info(args) -> int:
     from rlcam.agents import load_agent
     from rlcam.envs import describe_observations
     from rlcam.explainer import conv_layers, default_layer
-    from rlcam.targets import DEFAULT_TARGET, TARGETS
+    from rlcam.families import family_for
     from rlcam.zoo import find_run
 
     path = _agent_path(args)
@@ -488,11 +610,20 @@ def cmd_info(args) -> int:
     print(f"observation  {model.observation_space}")
     print(f"layout       {describe_observations(model.observation_space, model.policy.normalize_images)}")
     print(f"actions      {model.action_space}")
-    print(f"targets      {', '.join(TARGETS[agent.algo])} (default {DEFAULT_TARGET[agent.algo]})")
+    family = family_for(agent)
+    default = family.default_target()
+    print(f"family       {family.name}: explainable ({type(family).__module__})")
+    print(f"targets      {', '.join(family.targets)} (default {family.describe(default)})")
     layers = conv_layers(agent)
     if layers:
-        print(f"layer        {default_layer(agent)} (default)")
+        print(f"layer        {default_layer(agent)} (default for {default})")
         print("candidates   " + "\n             ".join(layers))
+        others: dict[str, list[str]] = {}  # targets whose maps come from another extractor (a critic's)
+        for target in family.all_targets():
+            if family.extractor_paths(target) != family.extractor_paths(default):
+                others.setdefault(default_layer(agent, target), []).append(target)
+        for layer, targets in others.items():
+            print(f"             {layer} (default for {', '.join(targets)})")
     else:
         print("layer        none: this policy has no conv layer, so rlcam cannot explain it")
     for line in run.describe() if run else []:
@@ -565,6 +696,8 @@ def main(argv: list[str] | None = None) -> int:
                 warnings.simplefilter("ignore")
             commands = {"record": cmd_record, "check": cmd_check, "sanity": cmd_sanity, "info": cmd_info}
             commands["audit"] = cmd_audit
+            commands["report"] = cmd_report
+            commands["compare"] = cmd_compare
             return commands[args.command](args)
     except RlcamError as exc:
         print(f"rlcam: error: {exc}", file=sys.stderr)
