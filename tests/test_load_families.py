@@ -183,7 +183,7 @@ def assert_same_actions(safe, reference, obs_space, recurrent: bool, steps: int 
 
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_family_loads_safely_and_equals_sb3(name, family_zips, monkeypatch):
-    algo, _, obs_space, act_space, _ = FAMILIES[name]
+    algo = FAMILIES[name][0]
     path, original = family_zips[name]
     agent = safe_load(path, monkeypatch)
     reference = sb3_load(algo, path)
