@@ -30,9 +30,9 @@ from rlcam.agents import Agent, load_agent
 from rlcam.envs import make_env
 from rlcam.errors import RlcamError
 from rlcam.explainer import Explainer, conv_layers
+from rlcam.families import family_for
 from rlcam.geometry import stretch_matrix
 from rlcam.objects import positions, share_near
-from rlcam.targets import TARGETS
 from rlcam.video import Trace, load_trace
 
 MODES = ("replay", "own")
@@ -205,7 +205,9 @@ def _with_env_axis(trace: Trace, key: str, n_envs: int) -> np.ndarray:
 def _explainer_for(agent: Agent, meta: dict) -> Explainer:
     """The baseline's target, layer and method where they apply to the new agent, else its defaults."""
     target = meta.get("target")
-    if target not in TARGETS[agent.algo] and not str(target).startswith("contrast:"):
+    try:
+        target = family_for(agent).check_target(target, meta.get("action_names"))
+    except RlcamError:  # the baseline's target does not apply to this agent: its default
         target = None
     layer = meta.get("layer") if meta.get("layer") in conv_layers(agent) else None
     return Explainer(

@@ -185,7 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--norm", default="running", choices=NORMS, help="display normalisation (default running)")
     rec.add_argument("--n-envs", type=int, default=1, help="envs explained together in one batch; video shows env 0")
     rec.add_argument("--fps", type=int, default=30, help="video frame rate (default 30)")
-    rec.add_argument("--scale", type=int, default=3, help="integer upscaling of the game frame (default 3)")
+    rec.add_argument(
+        "--scale", type=int, default=None, help="integer upscaling of the frame (default: a ~630 px view; 3 for Atari)"
+    )
     rec.add_argument("--alpha", type=float, default=0.6, help="map opacity at full attention (default 0.6)")
     rec.add_argument("--algo", choices=ALGOS, help="force the algorithm (normally detected)")
     rec.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -616,7 +618,7 @@ def cmd_info(args) -> int:
     print(f"targets      {', '.join(family.targets)} (default {family.describe(default)})")
     layers = conv_layers(agent)
     if layers:
-        print(f"layer        {default_layer(agent)} (default for {default})")
+        print(f"layer        {default_layer(agent)} (default)")
         print("candidates   " + "\n             ".join(layers))
         others: dict[str, list[str]] = {}  # targets whose maps come from another extractor (a critic's)
         for target in family.all_targets():

@@ -317,12 +317,22 @@ def check_compatible(venv, observation_space, action_space, env_id: str) -> None
         raise RlcamError(
             f"the agent expects {observation_space.dtype} observations but {env_id} gives {env_obs.dtype}."
         )
-    if not isinstance(action_space, spaces.Discrete):
-        raise RlcamError(f"rlcam explains discrete actions; this agent's action space is {action_space}.")
-    if not isinstance(venv.action_space, spaces.Discrete) or venv.action_space.n != action_space.n:
+    if isinstance(action_space, spaces.Discrete):
+        if not isinstance(venv.action_space, spaces.Discrete) or venv.action_space.n != action_space.n:
+            raise RlcamError(
+                f"the agent has {action_space.n} actions but {env_id} has {venv.action_space}; "
+                "was the agent trained on another game?"
+            )
+        return
+    env_actions = venv.action_space
+    same = type(env_actions) is type(action_space) and tuple(env_actions.shape) == tuple(action_space.shape)
+    if same and isinstance(action_space, spaces.Box):
+        same = np.allclose(env_actions.low, action_space.low) and np.allclose(env_actions.high, action_space.high)
+    if same and isinstance(action_space, spaces.MultiDiscrete):
+        same = np.array_equal(env_actions.nvec, action_space.nvec)
+    if not same:
         raise RlcamError(
-            f"the agent has {action_space.n} actions but {env_id} has {venv.action_space}; "
-            "was the agent trained on another game?"
+            f"the agent acts in {action_space} but {env_id} takes {env_actions}; was it trained on another env?"
         )
 
 
@@ -341,9 +351,26 @@ def describe_observations(space, normalize_images: bool = True) -> str:
     return f"{layout} {hw[0]}x{hw[1]}, {channels} channel(s), {space.dtype}, {units}"
 
 
+# Names of continuous action components for envs whose docs name them.
+COMPONENT_NAMES = {"CarRacing": ("steer", "gas", "brake")}
+
+
 def action_names(venv) -> list[str]:
-    """Readable action names (ALE's action meanings), else ``a0, a1, ...``."""
-    n = venv.action_space.n
+    """Readable action names (ALE's action meanings), else ``a0, a1, ...``.
+
+    For other action spaces, one name per component of a ``Box`` (``COMPONENT_NAMES`` where known),
+    per part of a ``MultiDiscrete``/``MultiBinary``.
+    """
+    space = venv.action_space
+    if not isinstance(space, spaces.Discrete):
+        n = int(np.prod(space.shape))
+        try:
+            env_id = str(venv.get_attr("spec", indices=[0])[0].id)
+        except Exception:  # no spec: an env built by hand
+            env_id = ""
+        known = next((v for k, v in COMPONENT_NAMES.items() if k in env_id), None)
+        return list(known) if known and len(known) == n else [f"a{i}" for i in range(n)]
+    n = space.n
     try:
         names = venv.env_method("get_action_meanings", indices=[0])[0]
     except Exception:  # not an Atari env: no meanings

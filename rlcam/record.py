@@ -8,6 +8,7 @@ the loop at a step boundary and still close a valid, shorter video and trace.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import signal
 import threading
@@ -73,7 +74,7 @@ class RecordConfig:
     all_actions: bool = False
     """Also explain every action: a grid of per-action maps under the video, ``action_cams`` in the trace."""
     fps: int = 30
-    scale: int = 3
+    scale: int | None = None  # None: as large as fits a ~630 px tall view (3 for Atari's 210 px frames)
     """Integer upscaling of the game frame in the video."""
     alpha: float = 0.6
     """Opacity of the map at full attention."""
@@ -114,7 +115,7 @@ def validate(cfg: RecordConfig) -> None:
         raise RlcamError(f"--episodes must be a positive number of games, not {cfg.episodes}.")
     if cfg.max_steps is not None and cfg.max_steps <= 0:
         raise RlcamError(f"the step cap must be a positive number of steps, not {cfg.max_steps}.")
-    for name, value, low in (("--n-envs", cfg.n_envs, 1), ("--fps", cfg.fps, 1), ("--scale", cfg.scale, 1)):
+    for name, value, low in (("--n-envs", cfg.n_envs, 1), ("--fps", cfg.fps, 1), ("--scale", cfg.scale or 1, 1)):
         if value < low:
             raise RlcamError(f"{name} must be at least {low}, not {value}.")
     if not 0.0 <= cfg.alpha <= 1.0:
@@ -195,6 +196,7 @@ def record(cfg: RecordConfig, on_step: Callable[[int, int | None], None] | None 
             env_id=env_info.env_id,
             atari_wrappers=env_info.atari,
             algo=agent.algo,
+            family=explainer.family.name,
             agent=str(cfg.agent),
             agent_sha256=agent.sha256,
             target=explainer.target,
@@ -330,7 +332,9 @@ class StepWriter:
         Returns:
             ``(N,)`` bool, the envs whose full game ended at this step.
         """
-        scales = self.norm.update(explained.cam)
+        # Signed targets: both sides on one scale, so "up" and "down" compare at a glance.
+        both = explained.cam if explained.cam_down is None else np.maximum(explained.cam, explained.cam_down)
+        scales = self.norm.update(both)
         action_cams = None
         if self.all_actions:
             action_cams = explained.action_cams  # (N, A, h, w)
@@ -343,14 +347,11 @@ class StepWriter:
             panel = PanelInfo(
                 step=self.steps,
                 episode=int(self.episode[i]),
-                action_names=self.action_names,
-                action=int(explained.actions[i]),
-                bars=explained.action_values[i],
-                bar_kind="prob" if self.explainer.algo in ("ppo", "a2c") else "q",
+                **action_panel(self.explainer.family, self.action_names, explained, i),
                 value=float(explained.value[i]),
                 reward=float(rewards[i]),
                 episode_return=float(self.returns[i]),
-                target=self.explainer.target,
+                target=self.explainer.family.describe(self.explainer.target),
                 method=self.explainer.method,
                 layer=self.explainer.layer_name,
                 norm=self.norm.name,
@@ -361,11 +362,15 @@ class StepWriter:
             frame = np.array(raw_frames[i])  # a copy: the frame may be drawn on another thread
             heat = self.heat(explained.cam[i], frame.shape[:2], scales[i])
             render = functools.partial(compose, scale=self.scale, alpha=self.alpha)
+            if explained.cam_down is not None:
+                down = self.heat(explained.cam_down[i], frame.shape[:2], scales[i])
+                render = functools.partial(render, heat_down=down)
             if action_cams is not None:
                 render = functools.partial(
                     render,
                     action_heats=self.tile_heats(action_cams[i], frame.shape[:2], action_scales[i]),
                     action_scale=float(action_scales[i]),
+                    grid_info=tile_panel(self.explainer, panel, explained, i),
                 )
             if hasattr(self.video, "submit"):  # FrameWriter, BackgroundFrames: may draw on a worker thread
                 self.video.submit(render, frame, heat, panel)
@@ -389,6 +394,8 @@ class StepWriter:
             )
             if action_cams is not None:
                 row["action_cams"] = action_cams
+            if explained.cam_down is not None:  # signed targets: what pushes the score down
+                row["cam_down"] = explained.cam_down
             if explained.frame_shares.shape[1]:  # guided: each stacked frame's share of the map
                 row["frame_shares"] = explained.frame_shares
             for name, centres in (objects or {}).items():
@@ -406,6 +413,59 @@ class StepWriter:
         self.norm.end_episodes(game_over)
         self.action_norm.end_episodes(game_over)
         return game_over
+
+
+def auto_scale(frame_h: int) -> int:
+    """The integer upscaling that makes the view about 630 px tall (Atari's 210 px frames: 3)."""
+    return max(1, 630 // max(1, frame_h))
+
+
+def action_panel(family, names: list[str], explained, i: int) -> dict:
+    """The panel's action fields for env ``i``, by what the family's actions are."""
+    action = np.asarray(explained.actions[i])
+    bars = explained.action_values[i]
+    if family.bar_kind in ("prob", "q"):
+        return dict(action_names=names, action=int(action), bars=bars, bar_kind=family.bar_kind)
+    if family.bar_kind == "component":  # the taken action's components, each within its bounds
+        space = family.policy.action_space
+        label = "  ".join(f"{v:+.2f}" for v in action.reshape(-1))
+        value_label = "value" if hasattr(family.policy, "value_net") else "Q(s, a)"
+        return dict(
+            action_names=names,
+            action=0,
+            chosen=(),
+            bars=action.reshape(-1).astype(np.float32),
+            bar_kind="component",
+            action_label=label,
+            bounds=(space.low.reshape(-1), space.high.reshape(-1)),
+            value_label=value_label,
+        )
+    # Structured: one row per choice of each part, the taken choice of every part marked.
+    offsets = np.cumsum([0, *family.sizes[:-1]])
+    rows = [f"{names[p] if p < len(names) else p}={k}" for p, size in enumerate(family.sizes) for k in range(size)]
+    chosen = tuple(int(o + a) for o, a in zip(offsets, action.reshape(-1), strict=True))
+    label = " ".join(str(int(a)) for a in action.reshape(-1))
+    return dict(action_names=rows, action=chosen[0], chosen=chosen, bars=bars, bar_kind="parts", action_label=label)
+
+
+def tile_panel(explainer, panel: PanelInfo, explained, i: int) -> PanelInfo:
+    """The grid's captions: the panel itself for discrete actions (a tile per action), else a tile per
+    component (its value) or per part (the taken choice's probability)."""
+    family = explainer.family
+    if family.bar_kind in ("prob", "q"):
+        return panel
+    tiles = family.tiles(explainer.target)
+    labels = [label for label, _, _ in tiles]
+    if tiles[0][1].startswith("q:"):  # a tile per critic: each critic's Q of the taken action
+        values = explained.tile_scores[i] if explained.tile_scores is not None else np.full(len(tiles), np.nan)
+        return dataclasses.replace(panel, action_names=labels, chosen=(), bars=values, bar_kind="q", tile_kind="critic")
+    if family.bar_kind == "component":
+        names = panel.action_names if len(panel.action_names) == len(labels) else labels
+        return dataclasses.replace(panel, action_names=names, chosen=(), bar_kind="q", tile_kind="component")
+    taken = np.asarray(panel.bars)[list(panel.chosen_rows())]
+    return dataclasses.replace(
+        panel, action_names=labels, action=0, chosen=(), bars=taken, bar_kind="parts", tile_kind="part"
+    )
 
 
 def _placed_indices(cam: np.ndarray, scale: float, ys: torch.Tensor, xs: torch.Tensor) -> np.ndarray:
@@ -427,6 +487,8 @@ def _placed_indices(cam: np.ndarray, scale: float, ys: torch.Tensor, xs: torch.T
 
 def _loop(cfg, venv, env_id, explainer, names, video, trace, total, stop, on_step) -> tuple[int, int, bool, str | None]:
     """Returns (steps, games ended, interrupted, the env's failure or None)."""
+    # Continuous and structured actions show a tile per component or part by default.
+    tiles = cfg.all_actions or not explainer.family.discrete
     writer = StepWriter(
         explainer,
         names,
@@ -437,17 +499,19 @@ def _loop(cfg, venv, env_id, explainer, names, video, trace, total, stop, on_ste
         scale=cfg.scale,
         alpha=cfg.alpha,
         save_obs=cfg.save_obs,
-        all_actions=cfg.all_actions,
+        all_actions=tiles,
     )
     obs = venv.reset()  # (N, C, H, W) uint8
     raw = frames(venv)  # N x (h, w, 3) uint8
+    writer.scale = cfg.scale or auto_scale(raw[0].shape[0])
+    starts = np.ones(cfg.n_envs, dtype=bool)  # a recurrent policy's memory starts fresh, as in predict
     while (
         not stop.requested
         and (total is None or writer.steps < total)
         and (cfg.episodes is None or writer.games < cfg.episodes)
         and (cfg.max_steps is None or writer.steps < cfg.max_steps)
     ):
-        explained = explainer.explain(obs, all_actions=cfg.all_actions)
+        explained = explainer.explain(obs, all_actions=tiles, episode_start=starts)
         objects = positions(venv, env_id)  # read before stepping: where things were when the agent acted
         try:
             next_obs, rewards, dones, infos = venv.step(explained.actions)
@@ -455,7 +519,7 @@ def _loop(cfg, venv, env_id, explainer, names, video, trace, total, stop, on_ste
             failure = f"the env raised {type(exc).__name__} ({exc}) at step {writer.steps}"
             return writer.steps, writer.games, stop.requested, failure
         writer.write(obs, raw, explained, rewards, dones, infos, objects)
-        obs = next_obs
+        obs, starts = next_obs, np.asarray(dones, dtype=bool)
         raw = frames(venv)
         if on_step is not None:
             on_step(writer.steps, total)

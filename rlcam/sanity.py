@@ -28,7 +28,8 @@ from torch import nn
 
 from rlcam.agents import Agent
 from rlcam.check import rank_correlation
-from rlcam.explainer import Explainer, extractor_paths
+from rlcam.explainer import Explainer
+from rlcam.families import family_for
 
 PASS_BELOW = 0.3  # mean correlation once every layer is random: the maps must be this unlike the originals
 BROKEN_ABOVE = 0.5  # ... and above this the explainer is judged insensitive to the model
@@ -96,21 +97,37 @@ class SanityResult:
         return "\n".join(lines)
 
 
-def decision_layers(agent: Agent) -> list[str]:
-    """Parametrised modules the chosen action depends on, in forward order (module paths in the policy)."""
+def decision_layers(agent: Agent, target: str | None = None) -> list[str]:
+    """Parametrised modules ``target``'s score depends on, in forward order (module paths in the policy)."""
+    family = family_for(agent)
+    target = family.check_target(target)
     policy = agent.policy
-    if agent.algo in ("ppo", "a2c"):
-        roots = extractor_paths(agent) + ["mlp_extractor.policy_net", "action_net"]
-    elif agent.algo == "dqn":
-        roots = ["q_net"]
-    else:
-        roots = ["quantile_net"]
+    roots = family.extractor_paths(target) + family.head_paths(target)
     names = []
     for root in roots:
         for name, module in policy.get_submodule(root).named_modules(prefix=root):
-            if any(True for _ in module.parameters(recurse=False)):
+            if name not in names and any(True for _ in module.parameters(recurse=False)):
                 names.append(name)
     return names
+
+
+def _copy_agent(agent: Agent) -> Agent:
+    """A deep copy of ``agent``. The tensors an SB3 action distribution keeps from its last call (gSDE's
+    exploration matrices, a Normal's loc and scale) are graph outputs, which ``deepcopy`` refuses:
+    they are copied detached, as they carry no weights."""
+    memo: dict[int, object] = {}
+    dists = [
+        getattr(agent.policy, "action_dist", None),
+        getattr(getattr(agent.policy, "actor", None), "action_dist", None),
+    ]
+    holders = [d for d in dists if d is not None]
+    while holders:
+        for value in vars(holders.pop()).values():
+            if isinstance(value, torch.Tensor) and not value.is_leaf:
+                memo[id(value)] = value.detach().clone()
+            elif isinstance(value, torch.distributions.Distribution):  # gSDE's weights_dist, a Normal
+                holders.append(value)
+    return copy.deepcopy(agent, memo)
 
 
 def _reinitialise(module: nn.Module, generator_seed: int) -> None:
@@ -142,8 +159,8 @@ def sanity(
     stages = [Stage("none", 1.0, 0.0)]
     order = [name for name, _ in agent.policy.named_modules()]
     try:
-        work = copy.deepcopy(agent)
-        for k, name in enumerate(reversed(decision_layers(work))):
+        work = _copy_agent(agent)
+        for k, name in enumerate(reversed(decision_layers(work, target))):
             _reinitialise(work.policy.get_submodule(name), seed + k)
             with Explainer(work, target=target, layer=layer, method=method) as explainer:
                 maps = explainer.explain(obs, actions=intact.actions).cam_input

@@ -17,7 +17,7 @@ from rlcam.errors import RlcamError
 from rlcam.explainer import Explainer
 from rlcam.families import family_for
 
-SIZE = 40  # NatureCNN needs >= 36 px
+SIZE = 64  # NatureCNN needs >= 36 px; 64 gives a 4x4 last-conv map
 
 
 class ImageEnv(gym.Env):
@@ -354,3 +354,21 @@ def test_targets_that_do_not_apply_are_one_sentence(kind, target, message):
     with pytest.raises(RlcamError, match=message):
         Explainer(as_agent(build(kind, venv)), target=target)
     venv.close()
+
+
+def test_sanity_randomises_each_family_layers_down_to_the_extractor(case, tmp_path):
+    from rlcam.agents import load_agent
+    from rlcam.sanity import decision_layers, sanity
+
+    kind, model, _, obs = case
+    model.save(tmp_path / "agent.zip")
+    agent = load_agent(tmp_path / "agent.zip")  # the safe loader: no env attached, copyable
+    layers = decision_layers(agent)
+    family = family_for(agent)
+    root = family.extractor_paths(family.default_target())[0]
+    assert layers[0].startswith(root) and not layers[-1].startswith(root)  # extractor first, head last
+    if kind == "recurrent":
+        assert any(name.startswith("lstm_actor") for name in layers)
+    result = sanity(agent, obs[:2])
+    assert [s.randomised for s in result.stages[1:]] == list(reversed(layers))
+    assert result.stages[-1].correlation < 0.99  # randomising the whole network changes the map

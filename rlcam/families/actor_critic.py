@@ -17,6 +17,11 @@ class ActorCriticBase(Family):
             return ["features_extractor"]
         return ["vf_features_extractor" if target == "value" else "pi_features_extractor"]
 
+    def head_paths(self, target):
+        if target == "value":
+            return ["mlp_extractor.value_net", "value_net"]
+        return ["mlp_extractor.policy_net", "action_net"]
+
     def latents(self, obs: torch.Tensor, state=None) -> tuple[torch.Tensor, torch.Tensor, object]:
         """``(latent_pi, latent_vf, next state)`` from the policy's own modules."""
         policy = self.policy

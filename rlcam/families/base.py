@@ -66,6 +66,11 @@ class Family:
         """Module paths (inside ``model.policy``) of the feature extractors ``target`` depends on."""
         raise NotImplementedError
 
+    def head_paths(self, target: str) -> list[str]:
+        """Module paths after the extractor that ``target``'s score runs through (the model-randomisation
+        check of ``rlcam sanity`` re-initialises them, with the extractor's, from the top down)."""
+        raise NotImplementedError
+
     def describe(self, target: str) -> str:
         """The target as the panel's footer names it (what a plain name resolves to, where it matters)."""
         return target

@@ -100,6 +100,9 @@ class QNetwork(_Discrete):
     def extractor_paths(self, target):
         return ["quantile_net.features_extractor" if self.quantiles else "q_net.features_extractor"]
 
+    def head_paths(self, target):
+        return ["quantile_net.quantile_net" if self.quantiles else "q_net.q_net"]
+
     def forward(self, obs, state=None):
         if self.quantiles:
             q = self.policy.quantile_net(obs).mean(dim=1)  # (N, n_quantiles, A) -> (N, A)

@@ -70,6 +70,11 @@ class ActorCritics(_Components):
         part = rule[len(Q) + 1 :]
         return f"{target} ({which.get(part, f'critic {part}')})" if target.startswith(Q) else target
 
+    def head_paths(self, target):
+        root = "critic" if target == Q or target.startswith(Q + ":") else "actor"
+        children = self.policy.get_submodule(root).named_children()
+        return [f"{root}.{name}" for name, _ in children if name != "features_extractor"]
+
     def extractor_paths(self, target):
         if target == Q or target.startswith(Q + ":"):
             return ["critic.features_extractor"]

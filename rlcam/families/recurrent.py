@@ -39,6 +39,10 @@ class _Recurrent:
         pi, vf = forward.extra["state"]
         return tuple(h.detach() for h in pi), tuple(h.detach() for h in vf)
 
+    def head_paths(self, target):
+        lstm = "lstm_critic" if target == "value" and self.policy.lstm_critic is not None else "lstm_actor"
+        return [lstm, *super().head_paths(target)]
+
     def latents(self, obs, state=None):
         policy = self.policy
         if state is None:
