@@ -25,11 +25,18 @@ METRICS = {
     "steps": ("steps", "agent steps played"),
     "action_entropy": ("action entropy", "0 = always one action, 1 = all equally often"),
     "top_action_share": ("top action share", "share of steps taking the most frequent action"),
+    "policy_entropy": ("policy entropy", "of the policy's probabilities, mean over steps: 1 = uniform"),
     "map_entropy": ("map entropy", "of the normalised map: 1 = flat, 0 = one cell"),
     "map_peak_share": ("map peak share", "the map's largest cell's share of its mass"),
     "map_zero_share": ("all-zero maps", "share of steps whose map is zero everywhere"),
 }
-SEED_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+SEED_COLOURS = ["#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"]
+
+
+def seed_colour(k: int) -> str:
+    """The dot colour of the k-th seed (in sorted order), the same in every plot and in the key."""
+    return SEED_COLOURS[k % len(SEED_COLOURS)]
+
 
 _CSS = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #222; }
@@ -87,6 +94,7 @@ def plot_svg(rows: list[dict], metric: str) -> str:
     """One metric against training step as inline SVG (no XML header)."""
     import matplotlib
     from matplotlib.figure import Figure
+    from matplotlib.ticker import EngFormatter
 
     series, by_step = _series(rows, metric)
     heading, meaning = title(metric)
@@ -98,23 +106,20 @@ def plot_svg(rows: list[dict], metric: str) -> str:
         lows = [min(y for _, y in v) for _, _, v in series if v]
         highs = [max(y for _, y in v) for _, _, v in series if v]
         if xs:
-            ax.fill_between(xs, lows, highs, color="#1f77b4", alpha=0.15, linewidth=0, label="seeds' range")
-            ax.plot(xs, means, color="#1f4e79", linewidth=1.6, marker="o", markersize=3, label="mean over seeds")
+            ax.fill_between(xs, lows, highs, color="#1f77b4", alpha=0.15, linewidth=0)
+            ax.plot(xs, means, color="#1f4e79", linewidth=1.6)
         seeds = sorted({s for _, _, v in series for s, _ in v})
         for k, seed in enumerate(seeds):
             points = [(x, y) for _, x, v in series for s, y in v if s == seed]
-            colour = SEED_COLOURS[k % len(SEED_COLOURS)]
-            ax.scatter(*zip(*points, strict=True), s=10, color=colour, alpha=0.8, zorder=3, label=f"seed {seed}")
+            ax.scatter(*zip(*points, strict=True), s=10, color=seed_colour(k), alpha=0.8, zorder=3)
         ax.set_title(f"{heading}  ({meaning})", fontsize=9, loc="left")
         if by_step:
             ax.set_xlabel("training step")
-            ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
+            ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 100k, 1.5M
         else:
             ax.set_xticks(range(len(series)), [label for label, _, _ in series], rotation=30, ha="right")
             ax.set_xlabel("checkpoint (training step unknown)")
         ax.grid(alpha=0.3)
-        if seeds and len(seeds) <= 8:
-            ax.legend(fontsize=7, ncols=2, frameon=False)
         fig.tight_layout()
         buffer = io.StringIO()
         fig.savefig(buffer, format="svg", metadata={"Date": None})
@@ -218,6 +223,8 @@ def summary_html(rows: list[dict], settings, columns: list[str], lines: list[str
     n_ck = len({r["checkpoint"] for r in rows})
     failed = sum(r.get("status") != "ok" for r in rows)
     plots = "".join(f"<div class='plot'>{plot_svg(rows, m)}</div>" for m in metrics)
+    seeds = sorted({r["seed"] for r in rows if r.get("status") == "ok"})
+    key = ", ".join(f"<span style='color:{seed_colour(k)}'>&#9679; seed {s}</span>" for k, s in enumerate(seeds))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>rlcam audit: {html.escape(settings.env)}</title>
 <style>{_CSS}</style></head><body>
@@ -225,7 +232,7 @@ def summary_html(rows: list[dict], settings, columns: list[str], lines: list[str
 <p class="settings">{html.escape("; ".join(described))}. rlcam {rlcam.__version__}. Columns: docs/audit.md.</p>
 <div class="lines">{html.escape(chr(10).join(lines or []))}</div>
 <h2>Metrics against training step</h2>
-<p class="settings">Dots: each seed's value; line: the mean over seeds; band: the seeds' range.</p>
+<p class="settings">Dots: each seed's value ({key}); line: the mean over seeds; band: the seeds' range.</p>
 <div class="plots">{plots}</div>
 <h2>Checkpoints (mean [min, max] over seeds)</h2>
 {checkpoint_table(rows, metrics)}

@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -29,7 +30,7 @@ from tests.conftest import build_model
 TOY = "rlcam.toyenv:FindTarget-v0"
 FAILING = "tests.failing_env:FailingFindTarget-v0"
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "audit.md"
-HOW_RUN = ("seconds", "worker", "attempts")  # the only columns allowed to differ between executors
+HOW_RUN = ("seconds", "cpu_seconds", "worker", "attempts")  # the only columns allowed to differ between executors
 
 
 def small_ppo(venv, seed: int):
@@ -205,6 +206,8 @@ def test_metrics_match_an_independent_computation(tmp_path, breakout_env):
     shares = [n / len(actions) for n in Counter(actions).values()]
     assert got["action_entropy"] == pytest.approx(-sum(p * math.log(p) for p in shares) / math.log(4), abs=1e-12)
     assert got["steps"] == 60 and got["return_total"] == pytest.approx(float(trace["reward"].sum()))
+    per_step = [-sum(q * math.log(q) for q in probs if q > 0) / math.log(4) for probs in trace["action_values"]]
+    assert got["policy_entropy"] == pytest.approx(np.mean(per_step), rel=1e-6)
     entropies, peaks = [], []
     for cam in trace["cam"].astype(np.float64):
         if cam.sum() > 0:
@@ -336,7 +339,7 @@ def killed_pool_run(toy_run, pool, tmp_path_factory):
     cks = audit.checkpoints([toy_run[0] / "rl_model_20_steps.zip"])
     killer = Killer("rl_model_20_steps_seed1")
     killer.start()
-    result = audit.audit(cks, [0, 1], toy_settings(steps=300), out, pool, progress=False)
+    result = audit.audit(cks, [0, 1], toy_settings(steps=200), out, pool, progress=False)
     killer.done.set()
     return killer, out, result
 
@@ -345,16 +348,16 @@ def test_a_killed_pool_worker_is_retried_and_leaves_no_partial_file(killed_pool_
     killer, out, result = killed_pool_run
     assert killer.killed is not None, "the test never caught the worker mid-job"
     rows = {r["seed"]: r for r in result.rows}
-    assert rows[1]["status"] == "ok" and rows[1]["attempts"] == 2 and rows[1]["steps"] == 300
+    assert rows[1]["status"] == "ok" and rows[1]["attempts"] == 2 and rows[1]["steps"] == 200
     assert rows[0]["status"] == "ok" and rows[0]["attempts"] in (1, 2)  # in flight beside it: maybe run again
-    assert load_trace(out / rows[1]["trace"]).steps == 300
+    assert load_trace(out / rows[1]["trace"]).steps == 200
     assert not leftovers(out)
 
 
 def test_ctrl_c_keeps_finished_jobs_and_a_rerun_does_the_rest(toy_run, pool, tmp_path):
     out = tmp_path / "audit"
-    cks = audit.checkpoints([toy_run[0] / "rl_model_20_steps.zip", toy_run[0] / "rl_model_100_steps.zip"])
-    settings = toy_settings(steps=400)
+    cks = audit.checkpoints([toy_run[0] / "rl_model_20_steps.zip"])
+    settings = toy_settings(steps=200)  # 3 jobs on 2 workers: the third is in flight after the first ends
 
     def interrupt_after_first_row():
         while not (out / "rows").is_dir() or not any((out / "rows").glob("*.json")):
@@ -365,11 +368,11 @@ def test_ctrl_c_keeps_finished_jobs_and_a_rerun_does_the_rest(toy_run, pool, tmp
     result = audit.audit(cks, [0, 1, 2], settings, out, pool, progress=False)
     assert result.interrupted
     done = len(result.rows)
-    assert 1 <= done < 6 and all(r["status"] == "ok" for r in result.rows)
+    assert 1 <= done < 3 and all(r["status"] == "ok" for r in result.rows)
     assert not leftovers(out) and len(list((out / "traces").glob("*.npz"))) == done
     assert len((out / "results.csv").read_text().splitlines()) == done + 1
     again = audit.audit(cks, [0, 1, 2], settings, out, pool, progress=False)
-    assert (again.ran, again.skipped, len(again.rows)) == (6 - done, done, 6)
+    assert (again.ran, again.skipped, len(again.rows)) == (3 - done, done, 3)
 
 
 # -- Ray ------------------------------------------------------------------------------------------
@@ -390,7 +393,7 @@ def test_ray_ships_files_and_retries_a_killed_task(ray_session, killed_pool_run,
     killer = Killer("rl_model_20_steps_seed0")
     killer.start()
     executor = audit.RayExecutor(ship=True)
-    result = audit.audit(cks, [0, 1], toy_settings(steps=300), tmp_path / "ray", executor, progress=False)
+    result = audit.audit(cks, [0, 1], toy_settings(steps=200), tmp_path / "ray", executor, progress=False)
     killer.done.set()
     assert killer.killed is not None, "the test never caught the Ray worker mid-job"
     assert {r["seed"]: r["attempts"] for r in result.rows}[0] == 2
@@ -400,3 +403,22 @@ def test_ray_ships_files_and_retries_a_killed_task(ray_session, killed_pool_run,
         assert shipped.keys() == local.keys()
         assert all(np.array_equal(shipped[k], local[k]) for k in local.keys())
     assert not leftovers(tmp_path / "ray")
+    # The killed job's working folder went with its worker; the retry on another worker removed it.
+    assert not list(Path(tempfile.gettempdir()).glob(f"rlcam-audit-{killer.killed}-*"))
+
+
+def test_benchmark_audit_arithmetic():
+    """scripts/benchmark.py --audit turns given wall times into rates and a cluster figure (no timing here)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "benchmark.py"
+    spec = importlib.util.spec_from_file_location("rlcam_benchmark_audit", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rates = bench.audit_rates({1: [60.0, 58.0, 70.0], 2: [33.0, 31.0]}, jobs=6)
+    assert rates[1] == {"jobs_per_min": 6.0, "x1": 1.0}  # the median round, 60 s
+    assert rates[2]["jobs_per_min"] == pytest.approx(6 / 32 * 60) and rates[2]["x1"] == pytest.approx(60 / 32)
+    assert bench.cluster_per_hour(5.0, machines=100, workers_per_machine=2, scaling=0.9) == pytest.approx(129_600)
+    text = bench.replace_audit_block("# Title\n", "figures")
+    assert text.count(bench.AUDIT_BEGIN) == 1 and "figures" in text
+    assert bench.replace_audit_block(text, "new") == text.replace("figures", "new")
