@@ -136,6 +136,8 @@ def make_env(
                 f"(frame_stack in its config.yml), not --frame-stack {frame_stack}; leave --frame-stack out."
             )
     venv = _base_venv(info, recipe, n_envs, seed)
+    if isinstance(venv.observation_space, spaces.Dict):
+        return _dict_venv(venv, info, frame_stack)
     try:
         frame_space = venv.observation_space
         _check_image(frame_space, info.env_id)
@@ -164,6 +166,31 @@ def make_env(
         venv.close()
         raise
     return venv, info
+
+
+def _dict_venv(venv, info: EnvInfo, frame_stack: int | None):
+    """A Dict-observation env (image keys + vector keys) laid out as SB3 trains on it: image keys
+    channel-first; no frame stack (a stacked Dict agent is trained with its own wrappers)."""
+    from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
+    from stable_baselines3.common.vec_env import VecTransposeImage
+
+    try:
+        space = venv.observation_space
+        images = [k for k, sub in space.spaces.items() if is_image_space(sub, check_channels=False)]
+        if not images:
+            raise RlcamError(
+                f"env {info.env_id!r} gives Dict observations without an image key ({space}); "
+                "rlcam explains agents that act from pixels."
+            )
+        if frame_stack not in (None, 1):
+            raise RlcamError(f"--frame-stack applies to image observations, not to {info.env_id}'s Dict ones.")
+        transposed = any(not is_image_space_channels_first(space[k]) for k in images)
+        if transposed:
+            venv = VecTransposeImage(venv)
+    except BaseException:
+        venv.close()
+        raise
+    return venv, dataclasses.replace(info, frame_stack=1, transposed=transposed)
 
 
 def _base_venv(info: EnvInfo, recipe: EnvRecipe | None, n_envs: int, seed: int):
@@ -305,15 +332,31 @@ def _check_stack(space, frame_space, agent_space, info: EnvInfo, recipe: EnvReci
     )
 
 
+def _check_dict(env_obs, agent_obs, env_id: str) -> None:
+    if not (isinstance(env_obs, spaces.Dict) and isinstance(agent_obs, spaces.Dict)):
+        raise RlcamError(f"the agent observes {agent_obs} but {env_id} gives {env_obs}.")
+    if set(env_obs.spaces) != set(agent_obs.spaces):
+        raise RlcamError(
+            f"the agent observes the keys {', '.join(sorted(agent_obs.spaces))} but {env_id} gives "
+            f"{', '.join(sorted(env_obs.spaces))}; record with the env (and wrappers) the agent was trained on."
+        )
+    for key, want in agent_obs.spaces.items():
+        got = env_obs[key]
+        if type(got) is not type(want) or got.shape != want.shape or got.dtype != want.dtype:
+            raise RlcamError(f"the agent expects {key!r} as {want} but {env_id} gives {got}.")
+
+
 def check_compatible(venv, observation_space, action_space, env_id: str) -> None:
     """Fail before the first step when the agent cannot act in this env."""
     env_obs = venv.observation_space
-    if tuple(env_obs.shape) != tuple(observation_space.shape):
+    if isinstance(env_obs, spaces.Dict) or isinstance(observation_space, spaces.Dict):
+        _check_dict(env_obs, observation_space, env_id)
+    elif tuple(env_obs.shape) != tuple(observation_space.shape):
         raise RlcamError(
             f"the agent expects observations of shape {tuple(observation_space.shape)} but {env_id} gives "
             f"{tuple(env_obs.shape)}; record with the env (and wrappers) the agent was trained on."
         )
-    if env_obs.dtype != observation_space.dtype:
+    if not isinstance(env_obs, spaces.Dict) and env_obs.dtype != observation_space.dtype:
         raise RlcamError(
             f"the agent expects {observation_space.dtype} observations but {env_id} gives {env_obs.dtype}."
         )

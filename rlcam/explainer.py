@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
+from gymnasium import spaces
 from torch import nn
 
 from rlcam.agents import Agent
@@ -107,6 +108,27 @@ def layer_grid(agent: Agent, name: str):
     return None
 
 
+def _size(obs) -> int:
+    """Envs in a batch of observations (an array, or a dict of arrays)."""
+    return len(next(iter(obs.values()))) if isinstance(obs, dict) else len(obs)
+
+
+def _image_key(space, layer_name: str) -> str:
+    """The Dict key whose extractor holds ``layer_name`` (SB3's CombinedExtractor: ``...extractors.<key>...``)."""
+    from stable_baselines3.common.preprocessing import is_image_space
+
+    parts = layer_name.split(".")
+    for key in space.spaces:
+        if f"extractors.{key}" in ".".join(parts):
+            return key
+    return next(k for k, sub in space.spaces.items() if is_image_space(sub, check_channels=False))
+
+
+def _is_index_key(policy, key: str) -> bool:
+    """Discrete-type keys are one-hot encoded by SB3 from integers: no gradient reaches them."""
+    return isinstance(policy.observation_space[key], (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary))
+
+
 def _no_shares() -> np.ndarray:
     return np.zeros((0, 0), dtype=np.float32)
 
@@ -136,12 +158,21 @@ class Explanation:
     cam_down: np.ndarray | None = None
     # (N, T) float32: each tile's explained score, beside ``action_cams`` from a shared autograd pass.
     tile_scores: np.ndarray | None = None
+    # Dict observations: (N, K) each key's share of the explained score (|sum of gradient x input|
+    # over the key, normalised over keys; keys in the observation space's order), and for each
+    # vector key its gradient x input per element, (N, dim). None for image-only agents.
+    input_shares: np.ndarray | None = None
+    input_attributions: dict[str, np.ndarray] | None = None
 
     def sample(self, i: int) -> Explanation:
         """Observation ``i``'s explanation, without the batch axis (fields that are None stay None)."""
-        return Explanation(
-            **{f.name: None if (v := getattr(self, f.name)) is None else np.asarray(v[i]) for f in fields(self)}
-        )
+
+        def one(v):
+            if v is None:
+                return None
+            return {k: np.asarray(a[i]) for k, a in v.items()} if isinstance(v, dict) else np.asarray(v[i])
+
+        return Explanation(**{f.name: one(getattr(self, f.name)) for f in fields(self)})
 
 
 _GRADIENT_NEEDS = ("weights", "grads")
@@ -194,6 +225,14 @@ class Explainer:
         self.layer = resolve_layer(agent, self.layer_name, self.target)
         self.method = method
         self._method = as_method(METHODS[method])
+        self._dict = isinstance(self.policy.observation_space, spaces.Dict)
+        # Dict observations: the key whose image the layer sees (None for image-only agents)
+        self.image_key = _image_key(self.policy.observation_space, self.layer_name) if self._dict else None
+        if self._dict and self._method.needs not in (*_GRADIENT_NEEDS, "acts"):
+            raise RlcamError(
+                f"method {method!r} perturbs or differentiates one image input; for Dict observations use "
+                "gradcam, gradcam++, hirescam, xgradcam, layercam, counterfactual or eigencam."
+            )
         if self.family.recurrent and self._method.needs not in (*_GRADIENT_NEEDS, "acts"):
             raise RlcamError(
                 f"method {method!r} runs extra forwards that would each need the LSTM's state; "
@@ -308,9 +347,10 @@ class Explainer:
                 Every call is one step for a recurrent policy: its memory moves on.
         """
         obs = self._batch(obs)
-        obs_t = torch.as_tensor(obs, device=self.policy.device)
-        state = self._step_state(len(obs), episode_start)
-        given = None if actions is None else self.family.check_actions(actions, len(obs))
+        obs_t = self._tensor(obs)
+        n = _size(obs)
+        state = self._step_state(n, episode_start)
+        given = None if actions is None else self.family.check_actions(actions, n)
         tiles = self.family.tiles(self.target) if all_actions else []
         explanation, forward = self._explain(obs, obs_t, given, state, tiles)
         if self.family.recurrent:
@@ -358,6 +398,7 @@ class Explainer:
             maps = [layer_cam(a, g) for a, g in zip(acts, grads, strict=True)]
             cam = self._method.fn([maps[0]] + [self._on_input(i, m, obs.shape[2:]) for i, m in enumerate(maps[1:])])
         cam = cam.detach().float()
+        input_hw = self._input_hw(obs)
         action_cams = tile_scores = None
         if tiles:
             if z is not None and needs in _GRADIENT_NEEDS:  # the hand-written head's forward serves all
@@ -369,7 +410,7 @@ class Explainer:
             else:
                 action_cams = self._each_tile(obs, actions, tiles, state)
         if self.placement is None:
-            self.placement = self._placement(tuple(cam.shape[1:]), obs.shape[2:])
+            self.placement = self._placement(tuple(cam.shape[1:]), input_hw)
             self._placement_t = None
             if self._method.needs not in ("guided", "layers"):  # else the map is on the input grid already
                 self._placement_t = tuple(
@@ -386,13 +427,16 @@ class Explainer:
             score=score.detach().cpu().numpy().astype(np.float32),
             action_values=self.family.display(forward).detach().cpu().numpy().astype(np.float32),
             value=self._value(forward, actions),
-            frame_shares=np.zeros((len(obs), 0), np.float32)
+            frame_shares=np.zeros((_size(obs), 0), np.float32)
             if shares is None
             else shares.cpu().numpy().astype(np.float32),
             action_cams=action_cams,
             cam_down=None if cam_down is None else cam_down.cpu().numpy(),
             tile_scores=tile_scores,
         )
+        if self._dict:
+            shares, attributions = self._key_attributions(obs_t, actions, state)
+            explanation.input_shares, explanation.input_attributions = shares, attributions
         return explanation, forward
 
     def _value(self, forward: Forward, actions: torch.Tensor) -> np.ndarray:
@@ -400,10 +444,42 @@ class Explainer:
         with torch.no_grad(), self._extra_pass():
             return self.family.value(forward, actions).detach().cpu().numpy().astype(np.float32)
 
-    def _batch(self, obs: np.ndarray) -> np.ndarray:
-        """Observations as a batch ``(N, C, H, W)``, checked against the agent's space."""
+    def _tensor(self, obs):
+        if isinstance(obs, dict):
+            return {k: torch.as_tensor(v, device=self.policy.device) for k, v in obs.items()}
+        return torch.as_tensor(obs, device=self.policy.device)
+
+    def _input_hw(self, obs) -> tuple[int, int]:
+        """The explained image's (H, W): the observation's, or the layer's image key's."""
+        image = obs[self.image_key] if isinstance(obs, dict) else obs
+        return tuple(image.shape[2:])
+
+    def _key_attributions(self, obs_t: dict, actions: torch.Tensor, state):
+        """Gradient x input of the explained score for every key of a Dict observation, from one
+        extra pass with the inputs as leaves: each key's share, and the vector keys' elements."""
+        leaves = {k: v.float().requires_grad_(True) for k, v in obs_t.items() if not _is_index_key(self.policy, k)}
+        inputs = {k: leaves.get(k, v) for k, v in obs_t.items()}
+        with self._extra_pass(), torch.enable_grad():
+            score = self.family.score(self.target, self.family.forward(inputs, state), actions)
+            grads = torch.autograd.grad(score.sum(), list(leaves.values()), allow_unused=True)
+        keys = list(self.policy.observation_space.spaces)
+        n = len(actions)
+        totals = torch.full((n, len(keys)), float("nan"))
+        attributions = {}
+        for (key, x), g in zip(leaves.items(), grads, strict=True):
+            gx = torch.zeros_like(x) if g is None else (g * x).detach()
+            totals[:, keys.index(key)] = gx.flatten(1).sum(dim=1).abs()
+            if key != self.image_key and x.dim() <= 2:
+                attributions[key] = gx.reshape(n, -1).numpy().astype(np.float32)
+        shares = totals / totals.nan_to_num(0.0).sum(dim=1, keepdim=True).clamp_min(1e-12)
+        return shares.numpy().astype(np.float32), attributions
+
+    def _batch(self, obs):
+        """Observations as a batch ``(N, C, H, W)`` (or a dict of such batches), checked against the agent's space."""
         if not self._open:
             raise RuntimeError("Explainer.explain needs the explainer open: use `with Explainer(...) as ex:`.")
+        if self._dict:
+            return self._dict_batch(obs)
         obs = np.asarray(obs)
         expected = tuple(self.policy.observation_space.shape)
         if obs.shape == expected:
@@ -411,6 +487,23 @@ class Explainer:
         if obs.shape[1:] != expected:
             raise RlcamError(f"observation shape {obs.shape[1:]} does not match the agent's {expected}.")
         return obs
+
+    def _dict_batch(self, obs) -> dict[str, np.ndarray]:
+        space = self.policy.observation_space
+        if not isinstance(obs, dict) or set(obs) != set(space.spaces):
+            raise RlcamError(f"observations must be a dict with the keys {', '.join(space.spaces)}.")
+        batched = {}
+        for key, sub in space.spaces.items():
+            value = np.asarray(obs[key])
+            single = tuple(sub.shape)
+            if value.shape == single:
+                value = value[None]
+            if value.shape[1:] != single:
+                raise RlcamError(f"observation {key!r} has shape {value.shape[1:]}, not the agent's {single}.")
+            batched[key] = value
+        if len({len(v) for v in batched.values()}) != 1:
+            raise RlcamError("every key of a Dict observation needs the same number of envs.")
+        return batched
 
     def action_maps(self, obs: np.ndarray) -> np.ndarray:
         """The map of every tile, ``(N, T, h, w)`` float32, raw like ``Explanation.cam``.
@@ -426,7 +519,7 @@ class Explainer:
         needs = self._method.needs
         if self._head is None or needs not in _GRADIENT_NEEDS:
             return self.explain(obs, all_actions=True).action_cams
-        obs_t = torch.as_tensor(obs, device=self.policy.device)
+        obs_t = self._tensor(obs)
         with torch.no_grad():
             acts, z, forward = head_forward(self._head, self._preprocess(obs_t), self.family.head_kind)
             return self._every_action(acts, z, forward).cpu().numpy()
@@ -444,8 +537,8 @@ class Explainer:
 
     def _each_tile(self, obs: np.ndarray, taken: torch.Tensor, tiles, state=None) -> np.ndarray:
         """Every tile's map ``(N, T, h, w)``, one explained pass per tile (methods without a shared pass)."""
-        n = len(obs)
-        obs_t = torch.as_tensor(obs, device=self.policy.device)
+        n = _size(obs)
+        obs_t = self._tensor(obs)
         target, maps = self.target, []
         try:
             for _, tile_target, action in tiles:

@@ -79,6 +79,8 @@ class PanelInfo:
     bounds: tuple[np.ndarray, np.ndarray] | None = None
     value_label: str = "value"
     tile_kind: str = "action"  # what the all-actions grid's tiles are: action, component, critic, part
+    # Dict observations: ``frame_shares`` holds each input key's share of the score; these name them.
+    share_names: tuple[str, ...] | None = None
 
     def chosen_rows(self) -> tuple[int, ...]:
         return (self.action,) if self.chosen is None else tuple(self.chosen)
@@ -216,6 +218,7 @@ def _panel_base(
     footer: tuple[tuple[str, str], ...],
     n_shares: int = 0,
     value_label: str = "value",
+    share_names: tuple[str, ...] | None = None,
 ) -> tuple[Image.Image, _Layout]:
     """Draw the parts of the panel that stay fixed for a run, and lay out the rest.
 
@@ -285,7 +288,10 @@ def _panel_base(
         share_bar_h = max(4.0, round(22 * k))
         block_h = f_label.size * 1.4 + share_bar_h + f_label.size * 1.5
         y_share_title = y_scalars - pad * 1.2 - block_h
-        draw.text((pad, y_share_title), "share of the map per stacked frame, oldest first", font=f_label, fill=_DIM)
+        title = "share of the map per stacked frame, oldest first"
+        if share_names:
+            title = "share of the score per input (gradient x input)"
+        draw.text((pad, y_share_title), _fit(draw, title, f_label, inner), font=f_label, fill=_DIM)
         y_share_bar = y_share_title + f_label.size * 1.4
         gap = max(2.0, round(8 * k))
         cell_w = (inner - gap * (n_shares - 1)) / n_shares
@@ -358,7 +364,8 @@ def _panel_image(info: PanelInfo, height: int, width: int) -> Image.Image:
         raise ValueError(f"panel of {height}x{width} px is too small; use at least 32 px high, 64 px wide")
     footer = (("target", info.target), ("method", info.method), ("layer", info.layer), ("norm", info.norm))
     shares = np.zeros(0) if info.frame_shares is None else np.asarray(info.frame_shares, dtype=np.float64).reshape(-1)
-    base, lay = _panel_base(height, width, names, info.bar_kind, footer, len(shares), info.value_label)
+    share_names = tuple(info.share_names) if info.share_names else None
+    base, lay = _panel_base(height, width, names, info.bar_kind, footer, len(shares), info.value_label, share_names)
     img = base.copy()
     draw = ImageDraw.Draw(img)
     pad, right = lay.pad, width - lay.pad
@@ -402,7 +409,7 @@ def _panel_image(info: PanelInfo, height: int, width: int) -> Image.Image:
                 y1 = lay.y_share_bar + lay.share_bar_h
                 colour = _BAR_CHOSEN if i == top else _BAR
                 draw.rectangle([x0, y1 - lay.share_bar_h * share, x1, y1], fill=colour)
-            label = f"{100 * share:.0f}%"
+            label = f"{100 * share:.0f}%" if share_names is None else f"{share_names[i]} {100 * share:.0f}%"
             x_mid = (x0 + x1) / 2 - _text_width(label, lay.f_label) / 2
             y_label = lay.y_share_bar + lay.share_bar_h + lay.f_label.size * 0.3
             _text(img, (x_mid, y_label), label, lay.f_label, _TEXT if i == top else _DIM)

@@ -357,7 +357,10 @@ class StepWriter:
                 norm=self.norm.name,
                 cam_scale=float(scales[i]),
                 env_index=i,
-                frame_shares=explained.frame_shares[i] if explained.frame_shares.shape[1] else None,
+                frame_shares=_shares(explained, i),
+                share_names=tuple(self.explainer.policy.observation_space.spaces)
+                if explained.input_shares is not None
+                else None,
             )
             frame = np.array(raw_frames[i])  # a copy: the frame may be drawn on another thread
             heat = self.heat(explained.cam[i], frame.shape[:2], scales[i])
@@ -400,8 +403,15 @@ class StepWriter:
                 row["frame_shares"] = explained.frame_shares
             for name, centres in (objects or {}).items():
                 row[f"obj_{name}"] = centres
+            if explained.input_shares is not None:  # Dict observations: each key's share, vector keys' elements
+                row["input_shares"] = np.nan_to_num(explained.input_shares, nan=0.0)
+                for key, attribution in explained.input_attributions.items():
+                    row[f"attr_{key}"] = attribution
             if self.save_obs:
-                row["obs"] = obs
+                if isinstance(obs, dict):
+                    row.update({f"obs_{key}": value for key, value in obs.items()})
+                else:
+                    row["obs"] = obs
             if self.n_envs == 1:  # a single env has no env axis
                 row = {key: value[0] for key, value in row.items()}
             self.trace.append(**row)
@@ -413,6 +423,23 @@ class StepWriter:
         self.norm.end_episodes(game_over)
         self.action_norm.end_episodes(game_over)
         return game_over
+
+
+def _shares(explained, i: int) -> np.ndarray | None:
+    """The panel's share bars: each stacked frame's (guided), or each input key's (Dict observations)."""
+    if explained.input_shares is not None:
+        return np.nan_to_num(explained.input_shares[i], nan=0.0)
+    return explained.frame_shares[i] if explained.frame_shares.shape[1] else None
+
+
+def observation_frames(images: np.ndarray) -> list[np.ndarray]:
+    """The newest frame of each observation image ``(N, C, H, W)`` as RGB ``(H, W, 3)`` uint8: the last
+    three channels of an RGB stack, else the last channel as grey; float images in [0, 1] scaled to 255."""
+    newest = images[:, -3:] if images.shape[1] % 3 == 0 else np.repeat(images[:, -1:], 3, axis=1)
+    if newest.dtype != np.uint8:
+        scale = 255.0 if float(np.nanmax(newest, initial=0.0)) <= 1.0 else 1.0
+        newest = np.clip(np.nan_to_num(newest) * scale, 0, 255).astype(np.uint8)
+    return list(np.ascontiguousarray(newest.transpose(0, 2, 3, 1)))
 
 
 def auto_scale(frame_h: int) -> int:
@@ -502,7 +529,10 @@ def _loop(cfg, venv, env_id, explainer, names, video, trace, total, stop, on_ste
         all_actions=tiles,
     )
     obs = venv.reset()  # (N, C, H, W) uint8
-    raw = frames(venv)  # N x (h, w, 3) uint8
+    # Dict observations: the map is shown on the image key itself, since an env's render need not be
+    # the agent's view (MiniGrid renders the whole grid; its agent sees a 7x7-cell window).
+    image_key = explainer.image_key
+    raw = frames(venv) if image_key is None else observation_frames(obs[image_key])  # N x (h, w, 3) uint8
     writer.scale = cfg.scale or auto_scale(raw[0].shape[0])
     starts = np.ones(cfg.n_envs, dtype=bool)  # a recurrent policy's memory starts fresh, as in predict
     while (
@@ -520,7 +550,7 @@ def _loop(cfg, venv, env_id, explainer, names, video, trace, total, stop, on_ste
             return writer.steps, writer.games, stop.requested, failure
         writer.write(obs, raw, explained, rewards, dones, infos, objects)
         obs, starts = next_obs, np.asarray(dones, dtype=bool)
-        raw = frames(venv)
+        raw = frames(venv) if image_key is None else observation_frames(obs[image_key])
         if on_step is not None:
             on_step(writer.steps, total)
     return writer.steps, writer.games, stop.requested, None

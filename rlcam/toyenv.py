@@ -73,3 +73,40 @@ class FindTarget(gym.Env):
 
 
 gym.register(id="FindTarget-v0", entry_point=FindTarget, max_episode_steps=EPISODE_STEPS)
+
+
+class SteerToDot(FindTarget):
+    """``SteerToDot-v0``: the same frames as FindTarget; the action says where the target is.
+
+    Continuous: ``Box(-1, 1, (2,))``, the target centre's (y, x) scaled to [-1, 1], reward
+    ``1 - mean |a - where|``. ``SteerToDotParts-v0``: ``MultiDiscrete([3, 3])``, which third of the
+    frame the target is in along y and along x, reward 0.5 per part right. Either way the target's
+    pixels decide the action and the distractor never matters: for checking where maps point.
+    """
+
+    def __init__(self, render_mode: str | None = None, parts: bool = False):
+        super().__init__(render_mode)
+        self.parts = parts
+        self.action_space = spaces.MultiDiscrete([3, 3]) if parts else spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+    def get_action_meanings(self) -> list[str]:
+        return ["y", "x"]
+
+    def where(self) -> np.ndarray:
+        """The target centre's (y, x) in [-1, 1]."""
+        return np.array(self.target_centre(), dtype=np.float32) / (SIZE - 1) * 2.0 - 1.0
+
+    def step(self, action):
+        where = self.where()
+        if self.parts:
+            thirds = np.minimum(((where + 1.0) / 2.0 * 3.0).astype(int), 2)
+            reward = 0.5 * float((np.asarray(action) == thirds).sum())
+        else:
+            reward = 1.0 - float(np.abs(np.clip(np.asarray(action, np.float32), -1, 1) - where).mean())
+        self.t += 1
+        self._place()
+        return self._obs(), reward, False, self.t >= EPISODE_STEPS, {}
+
+
+gym.register(id="SteerToDot-v0", entry_point=SteerToDot, max_episode_steps=EPISODE_STEPS)
+gym.register(id="SteerToDotParts-v0", entry_point=SteerToDot, kwargs={"parts": True}, max_episode_steps=EPISODE_STEPS)
