@@ -463,6 +463,8 @@ def cmd_record(args) -> int:
         f"{state} {result.steps} steps ({result.episodes} games ended) in {result.seconds:.1f} s: "
         f"video {result.video}, trace {result.trace}"
     )
+    for warning in result.warnings:
+        print(f"rlcam: warning: {warning}", file=sys.stderr)
     if page is not None and result.steps:
         from rlcam.report import write_report
 

@@ -103,6 +103,7 @@ class RecordResult:
     interrupted: bool
     seconds: float
     meta: dict = field(repr=False)
+    warnings: list[str] = field(default_factory=list)  # sentences worth a reader's attention (also in meta)
 
 
 def validate(cfg: RecordConfig) -> None:
@@ -224,10 +225,18 @@ def record(cfg: RecordConfig, on_step: Callable[[int, int | None], None] | None 
             BackgroundFrames(FrameWriter(cfg.out, fps=cfg.fps)) if cfg.video else contextlib.nullcontext() as video,
             TraceWriter(cfg.trace, meta) as trace,
         ):
-            steps, games, interrupted, env_failure = _loop(
+            steps, games, interrupted, env_failure, zero_share = _loop(
                 cfg, venv, env_info.env_id, explainer, names, video, trace, total, stop, on_step
             )
-            run_meta = dict(steps=steps, episodes_ended=games, interrupted=interrupted, env_failure=env_failure)
+            warning = zero_maps_warning(zero_share, explainer)
+            run_meta = dict(
+                steps=steps,
+                episodes_ended=games,
+                interrupted=interrupted,
+                env_failure=env_failure,
+                zero_map_share=zero_share,
+                warnings=[warning] if warning else [],
+            )
             trace.close(extra_meta=run_meta)
             meta.update(run_meta)
     finally:
@@ -243,6 +252,18 @@ def record(cfg: RecordConfig, on_step: Callable[[int, int | None], None] | None 
         interrupted=interrupted,
         seconds=time.perf_counter() - started,
         meta=meta,
+        warnings=meta["warnings"],
+    )
+
+
+def zero_maps_warning(zero_share: float | None, explainer) -> str | None:
+    """One sentence when the map was all zero on most steps: nothing to see is a finding, not a video to trust."""
+    if zero_share is None or zero_share <= 0.5:
+        return None
+    return (
+        f"the {explainer.method} map of {explainer.target!r} at {explainer.layer_name} was all zero on "
+        f"{100 * zero_share:.0f}% of steps: no positive evidence there for that score; try another --target, "
+        "--layer, or --method counterfactual for what speaks against it."
     )
 
 
@@ -302,6 +323,11 @@ class StepWriter:
         self._to_size: dict[tuple[int, int], list[torch.Tensor]] = {}
         self.all_actions = all_actions
         self.action_norm = Normalizer(norm, n_envs)  # one scale over all actions' maps
+        self.maps = self.zero_maps = 0  # maps written, and those all zero (nothing positive to show)
+
+    def zero_share(self) -> float | None:
+        """The share of written maps that were all zero (None before any)."""
+        return self.zero_maps / self.maps if self.maps else None
 
     def heat(self, cam: np.ndarray, frame_hw: tuple[int, int], scale: float) -> np.ndarray:
         """Colormap indices ``(H*s, W*s)`` uint8 for a layer map ``cam (h, w)``, straight from the layer grid."""
@@ -332,6 +358,9 @@ class StepWriter:
         Returns:
             ``(N,)`` bool, the envs whose full game ended at this step.
         """
+        flat = np.asarray(explained.cam).reshape(len(explained.cam), -1)
+        self.maps += len(flat)
+        self.zero_maps += int((np.nan_to_num(flat).max(axis=1) <= 0).sum())
         # Signed targets: both sides on one scale, so "up" and "down" compare at a glance.
         both = explained.cam if explained.cam_down is None else np.maximum(explained.cam, explained.cam_down)
         scales = self.norm.update(both)
@@ -512,8 +541,8 @@ def _placed_indices(cam: np.ndarray, scale: float, ys: torch.Tensor, xs: torch.T
     return np.stack([cv2.convertScaleAbs(m) for m in placed])
 
 
-def _loop(cfg, venv, env_id, explainer, names, video, trace, total, stop, on_step) -> tuple[int, int, bool, str | None]:
-    """Returns (steps, games ended, interrupted, the env's failure or None)."""
+def _loop(cfg, venv, env_id, explainer, names, video, trace, total, stop, on_step):
+    """Returns (steps, games ended, interrupted, the env's failure or None, share of all-zero maps)."""
     # Continuous and structured actions show a tile per component or part by default.
     tiles = cfg.all_actions or not explainer.family.discrete
     writer = StepWriter(
@@ -547,10 +576,10 @@ def _loop(cfg, venv, env_id, explainer, names, video, trace, total, stop, on_ste
             next_obs, rewards, dones, infos = venv.step(explained.actions)
         except Exception as exc:  # the env's own failure: keep what was recorded, then report it
             failure = f"the env raised {type(exc).__name__} ({exc}) at step {writer.steps}"
-            return writer.steps, writer.games, stop.requested, failure
+            return writer.steps, writer.games, stop.requested, failure, writer.zero_share()
         writer.write(obs, raw, explained, rewards, dones, infos, objects)
         obs, starts = next_obs, np.asarray(dones, dtype=bool)
         raw = frames(venv) if image_key is None else observation_frames(obs[image_key])
         if on_step is not None:
             on_step(writer.steps, total)
-    return writer.steps, writer.games, stop.requested, None
+    return writer.steps, writer.games, stop.requested, None, writer.zero_share()

@@ -90,3 +90,21 @@ def test_carracing_records_from_its_96px_view(tmp_path, capsys):
     assert _record(tmp_path / "car.zip", "CarRacing-v3", tmp_path / "car.mp4", "--steps", "5") == 0
     trace = load_trace(tmp_path / "car.npz")
     assert trace["action"].shape == (5, 3) and trace.meta["action_names"] == ["steer", "gas", "brake"]
+
+
+def test_maps_all_zero_on_most_steps_are_warned_once(tmp_path, capsys):
+    import torch
+    from stable_baselines3 import PPO
+
+    path = _save("ppo", TOY, tmp_path / "flat.zip")
+    model = PPO.load(path, device="cpu")
+    with torch.no_grad():  # component 0's mean no longer depends on the pixels: nothing to map
+        model.policy.action_net.weight[0] = 0.0
+    model.save(path)
+    assert _record(path, TOY, tmp_path / "flat.mp4") == 0
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1 and "all zero on 100% of steps" in err
+    meta = load_trace(tmp_path / "flat.npz").meta
+    assert meta["zero_map_share"] == 1.0 and len(meta["warnings"]) == 1
+    assert _record(path, TOY, tmp_path / "fine.mp4", "--target", "mean:1") == 0  # the other component is mapped
+    assert "warning" not in capsys.readouterr().err
