@@ -36,7 +36,7 @@ from rlcam.families import family_for
 from rlcam.fasthead import build_head, head_channel_weights, head_forward, head_gradient
 from rlcam.geometry import Placement, make_placement, receptive_field_grid
 from rlcam.guided import guided_relus
-from rlcam.perturb import CHUNK, perturbation_shift, probe_placement
+from rlcam.perturb import CHUNK, gaussian_blur, perturbation_shift, probe_placement
 from rlcam.targets import Forward, contrast_action
 
 # Element-wise activations that end a conv block: the default layer is the last of these after the last conv.
@@ -51,16 +51,69 @@ def extractor_paths(agent: Agent, target: str | None = None) -> list[str]:
 
 
 def conv_layers(agent: Agent, target: str | None = None) -> list[str]:
-    """Candidate layers: every Conv2d and the activation right after it, in forward order."""
+    """Candidate layers: every Conv2d and the activation applied right after it, in forward order.
+
+    The order is the forward's (traced once on a blank observation), not the modules' registration
+    order, so an extractor that defines its layers out of order, or applies one activation module
+    after every conv, still gets the rectified output of its last conv block as the default. A
+    module applied more than once is named with the call: ``path@k`` is its k-th call (from 1).
+    """
     found = []
     for root in extractor_paths(agent, target):
-        modules = list(agent.policy.get_submodule(root).named_modules(prefix=root))
-        for i, (name, module) in enumerate(modules):
+        calls = traced_calls(agent, root)
+        if calls is None:  # the blank forward failed: fall back on registration order
+            calls = [(name, m) for name, m in agent.policy.get_submodule(root).named_modules(prefix=root)]
+        uses: dict[str, int] = {}
+        for name, _ in calls:
+            uses[name] = uses.get(name, 0) + 1
+        seen: dict[str, int] = {}
+        labels = []
+        for name, _ in calls:
+            seen[name] = seen.get(name, 0) + 1
+            labels.append(name if uses[name] == 1 else f"{name}@{seen[name]}")
+        for i, (_, module) in enumerate(calls):
             if isinstance(module, nn.Conv2d):
-                found.append(name)
-                if i + 1 < len(modules) and isinstance(modules[i + 1][1], _ACTIVATIONS):
-                    found.append(modules[i + 1][0])
+                found.append(labels[i])
+                if i + 1 < len(calls) and isinstance(calls[i + 1][1], _ACTIVATIONS):
+                    found.append(labels[i + 1])
     return found
+
+
+def traced_calls(agent: Agent, root: str) -> list[tuple[str, nn.Module]] | None:
+    """The leaf modules under ``root`` in the order one forward of a blank observation calls them
+    (a module called twice appears twice); None when that forward fails."""
+    from stable_baselines3.common.preprocessing import preprocess_obs
+
+    policy = agent.policy
+    extractor = policy.get_submodule(root)
+    calls: list[tuple[str, nn.Module]] = []
+    handles = [
+        module.register_forward_hook(lambda m, i, o, name=name: calls.append((name, m)))
+        for name, module in extractor.named_modules(prefix=root)
+        if not any(True for _ in module.children())
+    ]
+    space = policy.observation_space
+    try:
+        blank = (
+            {k: np.zeros((1, *sub.shape), sub.dtype) for k, sub in space.spaces.items()}
+            if isinstance(space, spaces.Dict)
+            else np.zeros((1, *space.shape), space.dtype)
+        )
+        obs = {k: torch.as_tensor(v) for k, v in blank.items()} if isinstance(blank, dict) else torch.as_tensor(blank)
+        with torch.no_grad():
+            extractor(preprocess_obs(obs, space, normalize_images=policy.normalize_images))
+    except Exception:  # an extractor that needs more than a blank observation
+        return None
+    finally:
+        for handle in handles:
+            handle.remove()
+    return calls
+
+
+def split_call(name: str) -> tuple[str, int | None]:
+    """``path@k`` -> (path, k); a plain path -> (path, None)."""
+    path, _, call = name.partition("@")
+    return path, (int(call) if call.isdigit() else None)
 
 
 def default_layer(agent: Agent, target: str | None = None) -> str:
@@ -82,13 +135,13 @@ def rectified_layers(agent: Agent, up_to: str, target: str | None = None) -> lis
             f"the fine mode fuses conv blocks; layer {up_to!r} is not one of {', '.join(candidates) or 'none'}."
         )
     before = candidates[: candidates.index(up_to)]
-    rectified = [name for name in before if isinstance(agent.policy.get_submodule(name), _ACTIVATIONS)]
+    rectified = [name for name in before if isinstance(agent.policy.get_submodule(split_call(name)[0]), _ACTIVATIONS)]
     return rectified + [up_to]
 
 
 def resolve_layer(agent: Agent, name: str, target: str | None = None) -> nn.Module:
     try:
-        return agent.policy.get_submodule(name)
+        return agent.policy.get_submodule(split_call(name)[0])
     except AttributeError:
         candidates = ", ".join(conv_layers(agent, target)) or "none"
         raise RlcamError(f"layer {name!r} is not a module of this policy; candidates: {candidates}.") from None
@@ -100,11 +153,15 @@ def layer_grid(agent: Agent, name: str):
     root = next((r for r in sorted(roots) if name.startswith(r + ".")), None)
     if root is None:
         return None
-    before = []
-    for path, module in agent.policy.get_submodule(root).named_modules(prefix=root):
+    path, call = split_call(name)
+    calls = traced_calls(agent, root) or list(agent.policy.get_submodule(root).named_modules(prefix=root))
+    before, seen = [], 0
+    for called, module in calls:
         before.append(module)
-        if path == name:
-            return receptive_field_grid(before)
+        if called == path:
+            seen += 1
+            if call is None or seen == call:
+                return receptive_field_grid(before)
     return None
 
 
@@ -163,6 +220,11 @@ class Explanation:
     # vector key its gradient x input per element, (N, dim). None for image-only agents.
     input_shares: np.ndarray | None = None
     input_attributions: dict[str, np.ndarray] | None = None
+    # Recurrent policies, "memory vs pixels": how far the explained score moves, (N,) each, when the
+    # LSTM's incoming state is zeroed, and when instead the whole frame is blurred (Greydanus et
+    # al.'s blur, sigma 3 px) with the state kept. None for feed-forward policies.
+    memory_effect: np.ndarray | None = None
+    pixel_effect: np.ndarray | None = None
 
     def sample(self, i: int) -> Explanation:
         """Observation ``i``'s explanation, without the batch axis (fields that are None stay None)."""
@@ -257,6 +319,8 @@ class Explainer:
         self._from_input = self._method.needs == "layers"  # the graph starts at the input, not at a layer
         self._modes: dict[nn.Module, bool] = {}
         self._acts: list[list[torch.Tensor]] = [[] for _ in self.layers]
+        self._call_of = [split_call(name)[1] for name in self.layers]  # which call of each module (None: its only)
+        self._calls = [0 for _ in self.layers]
         self._state = None  # what a recurrent family carries between steps
         for name in self.layers:  # validate early
             make_placement(placement, (1, 1), (1, 1), grid=layer_grid(agent, name))
@@ -298,6 +362,10 @@ class Explainer:
 
     def _capture(self, index, module, inputs, output):
         if self._passive:
+            return None
+        self._calls[index] += 1
+        wanted = self._call_of[index]
+        if wanted is not None and self._calls[index] != wanted:  # another call of a module used several times
             return None
         if not isinstance(output, torch.Tensor) or output.dim() != 4:
             shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
@@ -437,12 +505,28 @@ class Explainer:
         if self._dict:
             shares, attributions = self._key_attributions(obs_t, actions, state)
             explanation.input_shares, explanation.input_attributions = shares, attributions
+        if self.family.recurrent and state is not None:
+            explanation.memory_effect, explanation.pixel_effect = self._memory_vs_pixels(obs_t, actions, state, score)
         return explanation, forward
 
     def _value(self, forward: Forward, actions: torch.Tensor) -> np.ndarray:
         """The value the panel shows: the critic's V, max Q, or Q(s, a) of the taken action."""
         with torch.no_grad(), self._extra_pass():
             return self.family.value(forward, actions).detach().cpu().numpy().astype(np.float32)
+
+    def _memory_vs_pixels(self, obs_t, actions, state, score) -> tuple[np.ndarray, np.ndarray]:
+        """|score - score with the incoming LSTM state zeroed| and |score - score of the blurred frame|."""
+        zeroed = self.family.with_starts(self.family.initial_state(len(actions)), state[-1])
+        blurred = gaussian_blur(obs_t.float()) if not isinstance(obs_t, dict) else None
+        with torch.no_grad(), self._extra_pass():
+            memoryless = self.family.score(self.target, self.family.forward(obs_t, zeroed), actions)
+            moved = torch.abs(score.detach() - memoryless)
+            pixels = torch.full_like(moved, float("nan"))
+            if blurred is not None:
+                pixels = torch.abs(
+                    score.detach() - self.family.score(self.target, self.family.forward(blurred, state), actions)
+                )
+        return moved.numpy().astype(np.float32), pixels.numpy().astype(np.float32)
 
     def _tensor(self, obs):
         if isinstance(obs, dict):
@@ -636,6 +720,7 @@ class Explainer:
         gradients, forward, actions, score and each tile's gradient at the first hooked layer.
         """
         self._acts = [[] for _ in self.layers]
+        self._calls = [0 for _ in self.layers]
         x = obs_t.float().requires_grad_(True) if self._from_input else obs_t
         tile_grads = []
         try:

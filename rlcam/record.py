@@ -432,6 +432,9 @@ class StepWriter:
                 row["frame_shares"] = explained.frame_shares
             for name, centres in (objects or {}).items():
                 row[f"obj_{name}"] = centres
+            if explained.memory_effect is not None:  # recurrent: memory vs pixels
+                row["memory_effect"] = explained.memory_effect
+                row["pixel_effect"] = explained.pixel_effect
             if explained.input_shares is not None:  # Dict observations: each key's share, vector keys' elements
                 row["input_shares"] = np.nan_to_num(explained.input_shares, nan=0.0)
                 for key, attribution in explained.input_attributions.items():

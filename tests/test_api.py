@@ -210,7 +210,7 @@ def test_bad_inputs_say_what_is_wrong(models, noisy_obs, call, message):
 def test_unsupported_models_are_refused(breakout_env):
     from stable_baselines3 import PPO
 
-    with pytest.raises(RlcamError, match="rlcam explains PPO, A2C, DQN and QR-DQN"):
+    with pytest.raises(RlcamError, match="rlcam explains PPO, A2C, DQN, SAC, TD3, DDPG and sb3-contrib"):
         ExplainedPolicy(object())
     with pytest.raises(RlcamError, match="no convolutional layer"):
         ExplainedPolicy(PPO("MlpPolicy", breakout_env, device="cpu", n_steps=8, batch_size=8))

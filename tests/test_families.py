@@ -372,3 +372,92 @@ def test_sanity_randomises_each_family_layers_down_to_the_extractor(case, tmp_pa
     result = sanity(agent, obs[:2])
     assert [s.randomised for s in result.stages[1:]] == list(reversed(layers))
     assert result.stages[-1].correlation < 0.99  # randomising the whole network changes the map
+
+
+def test_recurrent_memory_vs_pixels():
+    from rlcam.perturb import gaussian_blur
+
+    venv = venv_for(spaces.Discrete(3), n=2, seed=3)
+    model = build("recurrent", venv)
+    obs0 = venv.reset()
+    obs1, *_ = venv.step(np.zeros(2, dtype=np.int64))
+    with Explainer(as_agent(model)) as explainer:
+        first = explainer.explain(obs0, episode_start=np.ones(2, bool))
+        second = explainer.explain(obs1)
+    np.testing.assert_array_equal(first.memory_effect, 0.0)  # a fresh episode has no memory to zero
+    # Independent: SB3's own state after obs0, then the step's logit with and without it, and blurred.
+    _, state = model.predict(obs0, episode_start=np.ones(2, bool), deterministic=True)
+    policy = model.policy
+
+    def logit(obs, h):
+        features = policy.extract_features(torch.as_tensor(obs).float())
+        out, _ = policy.lstm_actor(features[None], h)
+        logits = policy.action_net(policy.mlp_extractor.forward_actor(out[0]))
+        return logits.gather(1, torch.as_tensor(second.actions)[:, None]).squeeze(1)
+
+    with torch.no_grad():
+        h = tuple(torch.as_tensor(x) for x in state)
+        base = logit(obs1, h)
+        zero = logit(obs1, tuple(torch.zeros_like(x) for x in h))
+        blurred = logit(gaussian_blur(torch.as_tensor(obs1).float()), h)
+    np.testing.assert_allclose(second.memory_effect, (base - zero).abs().numpy(), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(second.pixel_effect, (base - blurred).abs().numpy(), rtol=1e-4, atol=1e-7)
+    assert (second.memory_effect > 0).all()
+    venv.close()
+
+
+class SharedReluCNN(torch.nn.Module):
+    """An extractor that registers its convs out of order and applies one ReLU module after each
+    (for 64x64 inputs: 15x15, 6x6, 4x4 maps)."""
+
+    def __init__(self, observation_space, features_dim=32):
+        super().__init__()
+        self.features_dim = features_dim
+        self.relu = torch.nn.ReLU()
+        self.c3 = torch.nn.Conv2d(32, 32, 3)  # registered first, called last
+        self.c1 = torch.nn.Conv2d(observation_space.shape[0], 16, 8, stride=4)
+        self.c2 = torch.nn.Conv2d(16, 32, 4, stride=2)
+        self.head = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(32 * 4 * 4, features_dim), torch.nn.ReLU())
+
+    def trunk(self, x):
+        return self.relu(self.c3(self.relu(self.c2(self.relu(self.c1(x))))))
+
+    def forward(self, x):
+        return self.head(self.trunk(x))
+
+
+def test_the_default_layer_is_traced_through_the_forward():
+    import stable_baselines3 as sb3
+
+    from rlcam.explainer import conv_layers, default_layer
+
+    venv = venv_for(spaces.Discrete(3))
+    kwargs = dict(features_extractor_class=SharedReluCNN, net_arch=[])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = sb3.PPO("CnnPolicy", venv, n_steps=16, policy_kwargs=kwargs, seed=1, device="cpu")
+    agent = as_agent(model)
+    assert conv_layers(agent) == [
+        "features_extractor.c1",
+        "features_extractor.relu@1",
+        "features_extractor.c2",
+        "features_extractor.relu@2",
+        "features_extractor.c3",
+        "features_extractor.relu@3",
+    ]
+    assert default_layer(agent) == "features_extractor.relu@3"  # the rectified output of the last conv
+    obs = venv.reset()
+    with Explainer(agent) as explainer:
+        explained = explainer.explain(obs)
+    ext = model.policy.features_extractor
+
+    def score(acts):
+        logits = model.policy.action_net(model.policy.mlp_extractor.forward_actor(ext.head(acts)))
+        return logits.gather(1, torch.as_tensor(explained.actions)[:, None]).squeeze(1)
+
+    expected = _independent_gradcam(model, "custom", lambda x: ext.trunk(x), score, obs)
+    np.testing.assert_allclose(explained.cam, expected, rtol=1e-4, atol=1e-7)
+    assert expected.max() > 0
+    with Explainer(agent, layer="features_extractor.relu@2") as explainer:  # a middle call: 6x6 for 64 px
+        assert explainer.explain(obs).cam.shape == (2, 6, 6)
+    venv.close()
