@@ -25,7 +25,7 @@ METRICS = {
     "steps": ("steps", "agent steps played"),
     "action_entropy": ("action entropy", "0 = always one action, 1 = all equally often"),
     "top_action_share": ("top action share", "share of steps taking the most frequent action"),
-    "policy_entropy": ("policy entropy", "of the policy's probabilities, mean over steps: 1 = uniform"),
+    "policy_entropy": ("policy entropy", "of its action probabilities: 1 = uniform"),
     "map_entropy": ("map entropy", "of the normalised map: 1 = flat, 0 = one cell"),
     "map_peak_share": ("map peak share", "the map's largest cell's share of its mass"),
     "map_zero_share": ("all-zero maps", "share of steps whose map is zero everywhere"),
@@ -47,6 +47,7 @@ h1 { font-size: 20px; margin: 0 0 4px; } h2 { font-size: 16px; margin: 28px 0 8p
 .plot { border: 1px solid #ddd; padding: 4px; } .plot svg { width: 100%; height: auto; }
 table { border-collapse: collapse; font-size: 13px; } th, td { border: 1px solid #ddd; padding: 3px 6px; }
 th { background: #f0f0f0; position: sticky; top: 0; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.wide { overflow-x: auto; }
 tr.error td { background: #fde8e8; } .regression { color: #b00; font-weight: bold; } .pass { color: #070; }
 """
 
@@ -235,8 +236,8 @@ def summary_html(rows: list[dict], settings, columns: list[str], lines: list[str
 <p class="settings">Dots: each seed's value ({key}); line: the mean over seeds; band: the seeds' range.</p>
 <div class="plots">{plots}</div>
 <h2>Checkpoints (mean [min, max] over seeds)</h2>
-{checkpoint_table(rows, metrics)}
+<div class="wide">{checkpoint_table(rows, metrics)}</div>
 <h2>Jobs</h2>
-{job_table(rows, metrics)}
+<div class="wide">{job_table(rows, metrics)}</div>
 </body></html>
 """

@@ -422,3 +422,16 @@ def test_benchmark_audit_arithmetic():
     text = bench.replace_audit_block("# Title\n", "figures")
     assert text.count(bench.AUDIT_BEGIN) == 1 and "figures" in text
     assert bench.replace_audit_block(text, "new") == text.replace("figures", "new")
+
+
+def test_identical_runs_are_marked_and_warned_about():
+    def row(seed, sha, ret):
+        return dict(checkpoint="ck", step=10, seed=seed, status="ok", run_sha=sha, **{"return": ret}, map_entropy=0.5)
+
+    rows = [row(11, "aaa", 30.0), row(12, "aaa", 30.0), row(13, "bbb", 12.0), row(14, "aaa", 30.0)]
+    audit._mark_identical(rows)
+    assert [r["same_run_as"] for r in rows] == [None, 11, None, 11]
+    lines = audit.verdict_lines(rows, audit.Settings(env="Breakout", deterministic=True))
+    assert lines[0] == "ck (step 10): 4/4 jobs ok; return 25.5 [12-30]; map entropy 0.5 [0.5-0.5]"
+    assert lines[1].startswith("warning: some seeds played identical runs (argmax actions differ only by the noop")
+    assert "ck seeds 12=11, 14=11" in lines[1]
