@@ -225,13 +225,17 @@ def test_existing_page_needs_overwrite(ppo_run, tmp_path, capsys):
     assert code == 0 and "80 steps" in stdout and out.read_text().startswith("<!doctype html>")
 
 
-def test_record_report_writes_the_page_beside_the_video(tmp_path, capsys):
-    out = tmp_path / "q.mp4"
-    code, stdout, err = run_cli(
-        ["record", "--agent", QRDQN, "--steps", 30, "--out", out, "--report", "--quiet"], capsys
-    )
-    assert code == 0, err
-    assert (tmp_path / "q.html").is_file() and "report" in stdout
+@pytest.fixture(scope="module")
+def qrdqn_page(tmp_path_factory):
+    """``rlcam record --report`` of 30 steps of the shipped QR-DQN: the page beside the video."""
+    out = tmp_path_factory.mktemp("qrdqn") / "q.mp4"
+    assert main(["record", "--agent", str(QRDQN), "--steps", "30", "--out", str(out), "--report", "--quiet"]) == 0
+    return out.with_suffix(".html")
+
+
+def test_record_report_writes_the_page_beside_the_video(qrdqn_page, tmp_path, capsys):
+    assert qrdqn_page.is_file() and qrdqn_page.with_suffix(".npz").is_file()
+    assert '"video_link":"q.mp4"' in qrdqn_page.read_text()  # the page links the run's video
     (tmp_path / "x.html").write_text("taken")
     code, _, err = run_cli(["record", "--agent", QRDQN, "--steps", 5, "--out", tmp_path / "x.mp4", "--report"], capsys)
     assert code == 2 and "x.html already exists" in err and not (tmp_path / "x.mp4").exists()
@@ -492,11 +496,8 @@ def test_moments_are_a_click_away(browser, ppo_run):
     shows(browser, step)
 
 
-def test_qrdqn_page_shows_q_values(browser, tmp_path):
-    video = tmp_path / "q.mp4"
-    record(RecordConfig(agent=QRDQN, steps=25, out=video))
-    page = write_report(tmp_path / "q.npz").path
-    open_page(browser, page)
+def test_qrdqn_page_shows_q_values(browser, qrdqn_page):
+    open_page(browser, qrdqn_page)
     assert console_errors(browser) == []
     assert "q-values" in browser.find_element("css selector", ".panel").text.lower()
     assert browser.find_element("css selector", "#timeline").get_attribute("data-plot-width")

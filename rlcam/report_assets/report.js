@@ -522,7 +522,8 @@
       for (const [k, v] of Object.entries(this.stats)) {
         if (k === "score") v.textContent = fmt(this.score[t]);
         else if (k === "episode") v.textContent = String(this.series.episode[t] + 1);
-        else if (k.startsWith("share_") || k === "entropy") v.textContent = fmt(this.series[k][t], 3);
+        else if (k.startsWith("share_")) v.textContent = Number.isFinite(this.series[k][t]) ? `${(100 * this.series[k][t]).toFixed(1)}%` : "off screen";
+        else if (k === "entropy") v.textContent = fmt(this.series[k][t], 3);
         else v.textContent = fmt(this.series[k][t]);
       }
       if (this.shareRows) {
@@ -615,7 +616,6 @@
   const tl = {
     canvas: $("timeline"),
     tracks: [],
-    base: null,
     plotLeft: 128,
     plotRight: 14,
     top: 22,
@@ -626,7 +626,7 @@
 
   function buildTracks() {
     const kinds = [...new Set(runs.map((r) => r.spec.bar_kind))];
-    const pct = (v) => `${(100 * v).toFixed(1)}%`;
+    const pct = (v) => (Number.isFinite(v) ? `${(100 * v).toFixed(1)}%` : "\u2013");
     // One track per quantity; a quantity in other units per run (probabilities vs Q-values) gets a track per kind.
     const add = (key, label, opts = {}, kind = null) => {
       const chosen = runs.filter((r) => r.series[key] && (kind === null || r.spec.bar_kind === kind));
@@ -706,10 +706,7 @@
     cv.height = Math.round(cssH * dpr);
     cv.dataset.plotLeft = String(tl.plotLeft);
     cv.dataset.plotWidth = String(plotWidth());
-    const base = document.createElement("canvas");
-    base.width = cv.width;
-    base.height = cv.height;
-    const g = base.getContext("2d");
+    const g = cv.getContext("2d"); // resizing the canvas above cleared it and its transform
     g.scale(dpr, dpr);
     const pw = plotWidth();
     g.font = "11px system-ui, sans-serif";
@@ -774,7 +771,7 @@
         drawLine(g, line, yOf, pw);
       });
     });
-    tl.base = base;
+    timelineMarks();
   }
 
   function niceStep(n, ticks) {
@@ -825,46 +822,64 @@
     }
   }
 
-  function drawTimeline() {
-    if (!tl.base) return;
-    const cv = tl.canvas;
-    const g = cv.getContext("2d");
-    const dpr = window.devicePixelRatio || 1;
-    g.setTransform(1, 0, 0, 1, 0, 0);
-    g.clearRect(0, 0, cv.width, cv.height);
-    g.drawImage(tl.base, 0, 0);
-    g.scale(dpr, dpr);
-    const h = cv.height / dpr;
-    if (tl.hover >= 0 && tl.hover !== state.step) {
-      g.strokeStyle = "rgba(232, 232, 236, 0.35)";
-      g.beginPath();
-      g.moveTo(Math.round(xAt(tl.hover)) + 0.5, tl.top - 4);
-      g.lineTo(Math.round(xAt(tl.hover)) + 0.5, h - 4);
-      g.stroke();
-    }
-    const x = Math.round(xAt(state.step)) + 0.5;
-    g.strokeStyle = "rgb(255, 216, 123)";
-    g.lineWidth = 2;
-    g.beginPath();
-    g.moveTo(x, tl.top - 4);
-    g.lineTo(x, h - 4);
-    g.stroke();
-    g.fillStyle = "rgb(255, 216, 123)";
-    g.beginPath();
-    g.moveTo(x - 5, tl.top - 9);
-    g.lineTo(x + 5, tl.top - 9);
-    g.lineTo(x, tl.top - 3);
-    g.fill();
-    for (const track of tl.tracks) {
-      track.lines.forEach((line, k) => {
-        const v = line[state.step];
-        if (!Number.isFinite(v) || track.binary) return;
-        const y = track.y0 + tl.trackH - 3 - ((v - track.lo) / (track.hi - track.lo)) * (tl.trackH - 6);
-        g.fillStyle = track.colours[k];
-        g.beginPath();
-        g.arc(x, y, 3.2, 0, 2 * Math.PI);
-        g.fill();
+  // The tracks are drawn once (and on resize); the cursor, the hover line and the current values are
+  // elements moved over them, so a step repaints a few pixels rather than the whole timeline.
+  function timelineMarks() {
+    const wrap = $("timeline-wrap");
+    for (const e of wrap.querySelectorAll(".tl-mark")) e.remove();
+    const h = tl.canvas.clientHeight;
+    const line = (cls, colour, width) => {
+      const d = el("div", `tl-mark ${cls}`);
+      Object.assign(d.style, {
+        position: "absolute", left: "0", top: `${tl.canvas.offsetTop + tl.top - 4}px`, width: `${width}px`,
+        height: `${h - tl.top}px`, background: colour, pointerEvents: "none",
       });
+      wrap.append(d);
+      return d;
+    };
+    tl.hoverLine = line("hover", "rgba(232, 232, 236, 0.35)", 1);
+    tl.cursor = line("cursor", "rgb(255, 216, 123)", 2);
+    const head = el("div");
+    Object.assign(head.style, {
+      position: "absolute", left: "-4px", top: "-6px", width: "0", height: "0",
+      borderLeft: "5px solid transparent", borderRight: "5px solid transparent", borderTop: "6px solid rgb(255, 216, 123)",
+    });
+    tl.cursor.append(head);
+    tl.left = tl.canvas.offsetLeft; // read here, once: reading layout every step would force a reflow
+    tl.canvasTop = tl.canvas.offsetTop;
+    tl.dots = [];
+    for (const track of tl.tracks) {
+      if (track.binary) continue;
+      track.lines.forEach((values, k) => {
+        const d = el("div", "tl-mark dot");
+        Object.assign(d.style, {
+          position: "absolute", left: "0", top: "0", width: "7px", height: "7px", borderRadius: "50%",
+          background: track.colours[k], pointerEvents: "none",
+        });
+        wrap.append(d);
+        tl.dots.push({ d, values, track });
+      });
+    }
+  }
+
+  function drawTimeline() {
+    if (!tl.cursor) return;
+    const left = tl.left;
+    const x = left + xAt(state.step);
+    tl.cursor.style.transform = `translateX(${Math.round(x) - 1}px)`;
+    const hover = tl.hover >= 0 && tl.hover !== state.step;
+    tl.hoverLine.style.display = hover ? "block" : "none";
+    if (hover) tl.hoverLine.style.transform = `translateX(${Math.round(left + xAt(tl.hover))}px)`;
+    const top = tl.canvasTop;
+    for (const { d, values, track } of tl.dots) {
+      const v = values[state.step];
+      if (!Number.isFinite(v)) {
+        d.style.display = "none";
+        continue;
+      }
+      const y = top + track.y0 + tl.trackH - 3 - ((v - track.lo) / (track.hi - track.lo)) * (tl.trackH - 6);
+      d.style.display = "block";
+      d.style.transform = `translate(${x - 3.5}px, ${y - 3.5}px)`;
     }
   }
 
