@@ -262,6 +262,10 @@ class Explainer:
         fast: for the standard NatureCNN heads, write the head's gradient out by hand instead
             of running autograd (``rlcam.fasthead``; same maps, about the cost of the forward).
         action_names: the env's action meanings, so ``contrast:NAME`` targets can be resolved.
+        extras: also compute what costs passes beyond the explained one: Dict observations' gradient
+            x input per key (one more forward and backward), a recurrent policy's memory vs pixels
+            (two more forwards), an actor + critics agent's Q(s, a) when the target is the actor's
+            (one critic forward; else ``value`` is NaN). ``rlcam record`` turns it on.
     """
 
     def __init__(
@@ -275,6 +279,7 @@ class Explainer:
         seed: int = 0,
         fast: bool = True,
         action_names: list[str] | None = None,
+        extras: bool = False,
     ):
         if method not in METHODS:
             raise RlcamError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}.")
@@ -282,6 +287,7 @@ class Explainer:
         self.policy = agent.policy
         self.algo = agent.algo
         self.family = family_for(agent)
+        self.extras = extras
         self.target = self.family.check_target(target, action_names)
         self.layer_name = layer or default_layer(agent, self.target)
         self.layer = resolve_layer(agent, self.layer_name, self.target)
@@ -307,7 +313,7 @@ class Explainer:
         self.deterministic = deterministic
         self.epsilon = float(getattr(self.family, "epsilon", 0.0))
         self.generator = torch.Generator().manual_seed(seed)
-        fast = fast and self._method.needs != "layers" and self.family.head_kind is not None
+        fast = fast and self._method.needs != "layers" and self.family.fast_head(self.target, deterministic)
         self._head = build_head(self.policy, self.family.head_kind, self.layer_name) if fast else None
         self.placement: Placement | None = None  # Explanation.cam -> input grid
         self._image_scale: float | None = None  # what observations are divided by (SB3's preprocess_obs)
@@ -438,8 +444,10 @@ class Explainer:
     def _explain(self, obs, obs_t, given, state, tiles) -> tuple[Explanation, Forward]:
         needs = self._method.needs
         want = "weights" if needs == "weights" else "grads" if needs in ("grads", "guided", "layers") else None
-        tile_specs = tiles if (needs in _GRADIENT_NEEDS and self._head is None) else []
-        if self._head is not None:
+        # The hand-written head, unless a setting changed since it was chosen (api sets ``deterministic``).
+        head = self._head is not None and self.family.fast_head(self.target, self.deterministic)
+        tile_specs = tiles if (needs in _GRADIENT_NEEDS and not head) else []
+        if head:
             acts, grads, forward, actions, score, z = self._hand_written_pass(obs_t, given, want)
             tile_grads = []
         else:
@@ -470,7 +478,7 @@ class Explainer:
         action_cams = tile_scores = None
         if tiles:
             if z is not None and needs in _GRADIENT_NEEDS:  # the hand-written head's forward serves all
-                action_cams = self._every_action(acts[0], z, forward).cpu().numpy()
+                action_cams = self._every_action(acts[0], z, forward, actions).cpu().numpy()
             elif tile_grads:
                 maps = [self._method.fn(acts[0], g) for g, _ in tile_grads]
                 action_cams = torch.stack(maps, dim=1).float().numpy()
@@ -502,15 +510,17 @@ class Explainer:
             cam_down=None if cam_down is None else cam_down.cpu().numpy(),
             tile_scores=tile_scores,
         )
-        if self._dict:
+        if self._dict and self.extras:
             shares, attributions = self._key_attributions(obs_t, actions, state)
             explanation.input_shares, explanation.input_attributions = shares, attributions
-        if self.family.recurrent and state is not None:
+        if self.family.recurrent and state is not None and self.extras:
             explanation.memory_effect, explanation.pixel_effect = self._memory_vs_pixels(obs_t, actions, state, score)
         return explanation, forward
 
     def _value(self, forward: Forward, actions: torch.Tensor) -> np.ndarray:
         """The value the panel shows: the critic's V, max Q, or Q(s, a) of the taken action."""
+        if not self.extras and self.family.value_costs_a_pass(forward, actions):
+            return np.full(len(actions), np.nan, np.float32)
         with torch.no_grad(), self._extra_pass():
             return self.family.value(forward, actions).detach().cpu().numpy().astype(np.float32)
 
@@ -608,15 +618,18 @@ class Explainer:
             acts, z, forward = head_forward(self._head, self._preprocess(obs_t), self.family.head_kind)
             return self._every_action(acts, z, forward).cpu().numpy()
 
-    def _every_action(self, acts: torch.Tensor, z: torch.Tensor, forward: Forward) -> torch.Tensor:
-        """Every action's map ``(N, A, h, w)`` from one hand-written forward (gradient methods)."""
+    def _every_action(
+        self, acts: torch.Tensor, z: torch.Tensor, forward: Forward, taken: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Every tile's map ``(N, T, h, w)`` from one hand-written forward (gradient methods)."""
         n = len(acts)
         needs = self._method.needs
         maps = []
         with torch.no_grad():
-            for _, _, a in self.family.tiles(self.target):
-                actions = torch.full((n,), a, device=acts.device)
-                maps.append(self._method.fn(acts, self._hand_written_grads(needs, acts, z, forward, actions)))
+            for _, target, a in self.family.tiles(self.target):
+                actions = taken if a is None else torch.full((n,), a, device=acts.device)
+                grads = self._hand_written_grads(needs, acts, z, forward, actions, target)
+                maps.append(self._method.fn(acts, grads))
         return torch.stack(maps, dim=1).float()
 
     def _each_tile(self, obs: np.ndarray, taken: torch.Tensor, tiles, state=None) -> np.ndarray:
@@ -677,12 +690,14 @@ class Explainer:
             grads = None if want is None else [self._hand_written_grads(want, acts, z, forward, actions)]
         return [acts], grads, forward, actions, score, z
 
-    def _hand_written_grads(self, want: str, acts, z, forward: Forward, actions: torch.Tensor) -> torch.Tensor:
+    def _hand_written_grads(
+        self, want: str, acts, z, forward: Forward, actions: torch.Tensor, target: str | None = None
+    ) -> torch.Tensor:
         """dy/dA shaped like ``acts`` (``want="grads"``), or only its means over cells ``(N, K)`` ("weights")."""
         if want == "weights":
             weights = functools.partial(head_channel_weights, channels=acts.shape[1])
-            return self._head_gradient(weights, z, forward, actions)
-        return self._head_gradient(head_gradient, z, forward, actions).view_as(acts)
+            return self._head_gradient(weights, z, forward, actions, target)
+        return self._head_gradient(head_gradient, z, forward, actions, target).view_as(acts)
 
     def _preprocess(self, obs_t: torch.Tensor) -> torch.Tensor:
         """SB3's ``preprocess_obs`` for the policy's Box space, with its space checks done once."""
@@ -694,11 +709,14 @@ class Explainer:
         # One kernel: true division of the uint8 tensor gives float32, as ``.float() / 255`` does in two.
         return torch.true_divide(obs_t, self._image_scale) if self._image_scale != 1.0 else obs_t.float()
 
-    def _head_gradient(self, gradient, z: torch.Tensor, forward: Forward, actions: torch.Tensor) -> torch.Tensor:
-        """``gradient`` (a ``rlcam.fasthead`` function) for the explained target."""
-        other = contrast_action(self.target)
+    def _head_gradient(
+        self, gradient, z: torch.Tensor, forward: Forward, actions: torch.Tensor, target: str | None = None
+    ) -> torch.Tensor:
+        """``gradient`` (a ``rlcam.fasthead`` function) for ``target`` (default: the explained one)."""
+        target = target or self.target
+        other = contrast_action(target)
         if other is None:
-            return gradient(self._head, z, forward, self.target, actions)
+            return gradient(self._head, z, forward, target, actions)
         # The head's gradient is linear in the output coefficients: d(s_a - s_b) = ds_a - ds_b.
         base = self.family.base_score
         return gradient(self._head, z, forward, base, actions) - gradient(

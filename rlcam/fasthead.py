@@ -154,6 +154,8 @@ def _dy_dz(head: Head, z: torch.Tensor, forward: Forward, target: str, actions: 
     """dy/dz, ``(N, F)``: the gradient at the first linear layer's output."""
     if target == "value":
         dy_dh = head.w_value.expand(len(actions), -1)
+    elif target.startswith("mean:"):  # a continuous action's mean component: one row of the head
+        dy_dh = head.w_out[int(target[5:])].expand(len(actions), -1)
     else:
         dy_dh = head.w_out[actions]  # (N, F): rows of the chosen actions
         if target == "logprob":  # d log softmax_a / d logits = onehot(a) - softmax

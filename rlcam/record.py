@@ -187,6 +187,7 @@ def record(cfg: RecordConfig, on_step: Callable[[int, int | None], None] | None 
             deterministic=cfg.deterministic,
             seed=cfg.seed,
             action_names=names,
+            extras=True,  # the trace keeps Dict shares, memory vs pixels, Q(s, a) beside an actor's map
         )
         total = cfg.steps if cfg.steps is not None else (None if cfg.episodes else DEFAULT_STEPS)
         meta = dict(

@@ -381,7 +381,7 @@ def test_recurrent_memory_vs_pixels():
     model = build("recurrent", venv)
     obs0 = venv.reset()
     obs1, *_ = venv.step(np.zeros(2, dtype=np.int64))
-    with Explainer(as_agent(model)) as explainer:
+    with Explainer(as_agent(model), extras=True) as explainer:
         first = explainer.explain(obs0, episode_start=np.ones(2, bool))
         second = explainer.explain(obs1)
     np.testing.assert_array_equal(first.memory_effect, 0.0)  # a fresh episode has no memory to zero
@@ -460,4 +460,46 @@ def test_the_default_layer_is_traced_through_the_forward():
     assert expected.max() > 0
     with Explainer(agent, layer="features_extractor.relu@2") as explainer:  # a middle call: 6x6 for 64 px
         assert explainer.explain(obs).cam.shape == (2, 6, 6)
+    venv.close()
+
+
+def test_extras_cost_nothing_unless_asked_for():
+    """Without ``extras`` an actor's map computes no critic: the value is NaN; with it, Q(s, a)."""
+    venv = venv_for(BOX)
+    model = build("sac", venv)
+    obs = venv.reset()
+    with Explainer(as_agent(model)) as explainer:
+        plain = explainer.explain(obs)
+    with Explainer(as_agent(model), extras=True) as explainer:
+        full = explainer.explain(obs)
+    assert np.isnan(plain.value).all() and np.isfinite(full.value).all()
+    np.testing.assert_array_equal(plain.cam, full.cam)
+    actions = torch.as_tensor(model.policy.scale_action(full.actions))
+    with torch.no_grad():
+        q = torch.cat(model.policy.critic(torch.as_tensor(obs).float(), actions), dim=1).min(dim=1).values
+    np.testing.assert_allclose(full.value, q.numpy(), rtol=1e-5)
+    venv.close()
+
+
+@pytest.mark.parametrize("target", ["mean:0", "mean:2", "value"])
+def test_continuous_hand_written_head_equals_autograd(target):
+    venv = venv_for(BOX)
+    import stable_baselines3 as sb3
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = sb3.PPO("CnnPolicy", venv, n_steps=16, seed=4, device="cpu")  # NatureCNN, no net_arch: the fast head
+    obs = venv.reset()
+    agent = as_agent(model)
+    runs = {}
+    for fast in (True, False):
+        with Explainer(agent, target=target, fast=fast) as explainer:
+            assert (explainer._head is not None) == fast
+            runs[fast] = explainer.explain(obs, all_actions=True)
+    for field in ("cam", "action_cams", "actions", "score", "value"):
+        np.testing.assert_allclose(getattr(runs[True], field), getattr(runs[False], field), rtol=1e-4, atol=1e-7)
+    if target.startswith("mean"):
+        np.testing.assert_allclose(runs[True].cam_down, runs[False].cam_down, rtol=1e-4, atol=1e-7)
+    with Explainer(agent, target=target, deterministic=False, seed=1) as explainer:  # sampling: autograd
+        assert np.isfinite(explainer.explain(obs).actions).all()
     venv.close()

@@ -86,7 +86,7 @@ def test_map_equals_an_independent_computation(setup):
 def test_vector_attribution_is_gradient_times_input(setup):
     model, _, obs = setup
     policy = model.policy
-    with Explainer(as_agent(model)) as explainer:
+    with Explainer(as_agent(model), extras=True) as explainer:
         explained = explainer.explain(obs)
     cue = torch.as_tensor(obs["cue"]).requires_grad_(True)
     image_features = policy.features_extractor.extractors["image"](torch.as_tensor(obs["image"]).float() / 255.0)
@@ -113,7 +113,7 @@ def test_shares_name_the_key_that_decides(setup, silenced, deciding):
         else:
             first.weight[:, :5] = 0.0
     keys = list(policy.observation_space.spaces)
-    with Explainer(agent) as explainer:
+    with Explainer(agent, extras=True) as explainer:
         shares = explainer.explain(obs).input_shares
     np.testing.assert_allclose(shares[:, keys.index(deciding)], 1.0, atol=1e-6)
     np.testing.assert_allclose(shares[:, keys.index(silenced)], 0.0, atol=1e-6)

@@ -106,6 +106,14 @@ class Family:
         """The value shown beside the action, ``(N,)``: the critic's V, or max Q, by default."""
         return forward.value
 
+    def fast_head(self, target: str, deterministic: bool) -> bool:
+        """Whether the hand-written head (``rlcam.fasthead``, kind ``head_kind``) can serve ``target``."""
+        return self.head_kind is not None
+
+    def value_costs_a_pass(self, forward: Forward, actions: torch.Tensor) -> bool:
+        """Whether ``value`` needs a forward beyond the explained one (then it is an extra)."""
+        return False
+
     def display(self, forward: Forward) -> torch.Tensor:
         """What the panel's bars show, ``(N, B)``."""
         return forward.action_scores

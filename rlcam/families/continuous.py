@@ -97,6 +97,15 @@ class ContinuousActorCritic(ActorCriticBase, _Components):
 
     name = "continuous actor-critic"
     extra_targets = ("logprob", "value")
+    head_kind = "actor_critic"  # NatureCNN -> linear means: the mean's gradient is one row of the head
+
+    def fast_head(self, target, deterministic):
+        """The means are the head's output only for an unsquashed Gaussian (no gSDE); the
+        distribution (log-probs, samples) is not written out by hand."""
+        from stable_baselines3.common.distributions import DiagGaussianDistribution
+
+        plain = isinstance(self.policy.action_dist, DiagGaussianDistribution)
+        return plain and deterministic and target != "logprob"
 
     def forward(self, obs, state=None):
         latent_pi, latent_vf, next_state = self.latents(obs, state)

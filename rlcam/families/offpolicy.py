@@ -146,4 +146,11 @@ class ActorCritics(_Components):
 
     def value(self, forward, actions):
         """``q`` of the taken ``actions``: what the panel and the trace show as the value."""
+        memo = forward.extra.get("critic_memo")
+        if memo is not None and memo[0] is actions:  # the critics already ran for a q target
+            return self._q(Q, memo[1].detach())
         return self._q(Q, self.critic_values(forward.extra["obs"].detach(), actions.detach()))
+
+    def value_costs_a_pass(self, forward, actions):
+        memo = forward.extra.get("critic_memo")
+        return memo is None or memo[0] is not actions

@@ -70,3 +70,7 @@ class RecurrentDiscrete(_Recurrent, DiscreteActorCritic):
 
 class RecurrentContinuous(_Recurrent, ContinuousActorCritic):
     name = "recurrent continuous actor-critic"
+    head_kind = None
+
+    def fast_head(self, target, deterministic):
+        return False
