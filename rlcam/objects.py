@@ -8,13 +8,13 @@ addresses come from public annotations (AtariARI's ``atari_dict``, OCAtari); the
 RAM values to pixels were fitted here on ale-py 0.12 frames, so they are written as the sprite's
 measured edges (``top = ram[i] + k``) and the centre follows from the sprite's size.
 
-Positions are read after a step, from the same state as the frame ``env.render()`` shows. Some
-games draw a frame from the RAM as it was before the game logic of that frame ran, so a moving
-object can lie one frame's motion (1-2 px) away from where the RAM puts it (MsPacman).
+Positions are read after a step, from the same state as the frame ``env.render()`` shows. MsPacman
+draws its sprites where the RAM put them a few frames earlier: a moving Ms. Pac-Man lies up to 3 px
+behind her RAM position along her path.
 
-Objects that flicker (the game draws them on some frames only, e.g. MsPacman's ghosts when they
-share rows) are reported on every frame they are in play: the agent sees them through frame
-pooling and stacking even when the last frame lacks them.
+Objects that flicker (the game draws them on some frames only, e.g. MsPacman's ghosts) are reported
+on every frame they are in play: the agent sees them through SB3's max over the last two frames
+and the frame stack even when the last frame lacks them.
 """
 
 from __future__ import annotations

@@ -4,14 +4,22 @@
 
 Each game is played through ``rlcam.envs.make_env`` (the env the recorder uses: SB3's Atari wrappers,
 4 frames a step) with random or scripted actions. After each step the objects are located twice,
-independently: from the RAM (``rlcam.objects.positions``) and from the rendered frame, by each
-object's colour. A frame-located object is an object's bounding-box centre; where several objects
-share a colour (Seaquest's enemies, MsPacman's frightened ghosts) the frame gives blobs and each RAM
-object takes the nearest free blob within ``MATCH_PX``. Per object it prints: the steps where the RAM
-says it is on screen, the share of those where the frame shows it (``drawn``: flicker and hiding
-show here), the steps where the frame shows it but the RAM says it is not, and the distance between
-the two centres where both have it (median, 95th percentile, max, share within 1 and 2 px).
-``--pictures`` writes ``objects_<game>.png``: a frame with the RAM positions marked.
+independently: from the RAM (``rlcam.objects.positions``) and in the rendered frame by each object's
+colour (its bounding-box centre; a boxer's body centre, found from its edge away from the other
+boxer). Where several objects share a colour (Seaquest's enemies and divers, MsPacman's frightened
+ghosts) the frame gives blobs and each RAM object takes the nearest free blob within ``MATCH_PX``;
+blobs left over are counted as ``<group> (unmatched blobs)``.
+
+Two games get RAM writes to reach states play rarely does: Boxing swaps the boxers' sides every 100
+steps (``swap_boxers``), Seaquest fills each lane that has enemies with all three every 50 steps
+(``fill_lanes``; the first waves never use the middle slot).
+
+Per object it prints: the steps where the RAM says it is on screen, the share of those where the
+frame shows it (``drawn``: flicker and hiding show here) and where the frame or the one before does
+(``in last 2``: SB3 gives the agent the max of these two), the steps where the frame shows it but
+the RAM says it is not there, and the distance between the two centres where both have it (median,
+95th percentile, max, share within 1 and 2 px). ``--pictures`` writes ``objects_<game>.png``: the
+last frame among those showing the most objects, with their RAM positions marked.
 """
 
 from __future__ import annotations
@@ -80,9 +88,9 @@ def find_pong(frame):
 
 
 def find_freeway(frame):
-    strip = colour_mask(frame[:, 44:51], (252, 252, 84))
-    strip[[102, 104], :4] = False  # the yellow centre line's dashes at these columns
-    return {"chicken": box_centre(strip, 0, 44)}
+    strip = colour_mask(frame[14:, 44:51], (252, 252, 84))  # below the score, which turns yellow at the end
+    strip[[102 - 14, 104 - 14], :4] = False  # the yellow centre line's dashes at these columns
+    return {"chicken": box_centre(strip, 14, 44)}
 
 
 def _boxer_body(mask: np.ndarray, other: np.ndarray, top: int, left: int) -> Found:
@@ -374,29 +382,40 @@ def play(
 # ---------------------------------------------------------------- pictures
 
 
+def _overlaps(box, boxes) -> bool:
+    return any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in boxes)
+
+
 def picture(frame: np.ndarray, found: dict[str, np.ndarray], scale: int = 3):
-    """The frame, upscaled, with each given RAM position ``(y, x)`` marked by a ring and its name."""
+    """The frame, upscaled, with each given RAM position ``(y, x)`` marked by a ring and its name.
+
+    A name goes right of its ring, else above, below or left: the first place that covers no ring
+    and no other name and stays inside the picture.
+    """
     from PIL import Image, ImageDraw, ImageFont
 
     image = Image.fromarray(frame).resize((frame.shape[1] * scale, frame.shape[0] * scale), Image.NEAREST)
     draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default(size=13)
-    for name, (y, x) in found.items():
-        cy, cx = (y + 0.5) * scale, (x + 0.5) * scale
+    font = ImageFont.load_default(size=12)
+    centres = [((y + 0.5) * scale, (x + 0.5) * scale) for y, x in found.values()]
+    taken = [(cx - 10, cy - 10, cx + 10, cy + 10) for cy, cx in centres]
+    for (cy, cx), name in zip(centres, found, strict=True):
         for colour, width in (((0, 0, 0), 4), ((255, 255, 255), 2)):  # a white ring edged in black
             draw.ellipse([cx - 9, cy - 9, cx + 9, cy + 9], outline=colour, width=width)
         draw.line([cx - 3, cy, cx + 3, cy], fill=(255, 255, 255))
         draw.line([cx, cy - 3, cx, cy + 3], fill=(255, 255, 255))
-        right = cx + 12 + draw.textlength(name, font=font) < image.width
-        draw.text(
-            (cx + 12, cy) if right else (cx - 12, cy),
-            name,
-            fill=(255, 255, 255),
-            font=font,
-            anchor="lm" if right else "rm",
-            stroke_width=2,
-            stroke_fill=(0, 0, 0),
-        )
+        width, height = draw.textlength(name, font=font), 12
+        places = [
+            (cx + 12, cy - height / 2),
+            (cx - width / 2, cy - 12 - height),
+            (cx - width / 2, cy + 12),
+            (cx - 12 - width, cy - height / 2),
+        ]
+        boxes = [(x, y, x + width, y + height) for x, y in places]
+        inside = [b for b in boxes if b[0] >= 0 and b[1] >= 0 and b[2] <= image.width and b[3] <= image.height]
+        box = next((b for b in inside if not _overlaps(b, taken)), inside[0] if inside else boxes[0])
+        taken.append(box)
+        draw.text(box[:2], name, fill=(255, 255, 255), font=font, stroke_width=2, stroke_fill=(0, 0, 0))
     return image
 
 
