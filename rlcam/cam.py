@@ -18,6 +18,10 @@ whose ``needs`` says what the explainer must compute for it, and therefore what 
     "perturbation"   fn(shift (N, gh, gw)) -> (N, gh, gw)      N*gh*gw forwards of blurred inputs
     "layers"         fn([LayerCAM of the input and of each layer, on the input grid (N, H, W)]) -> (N, H, W)
                                                                one forward+backward from the input
+    "random_masks"   fn(scores (N, M), masks (M, H, W)) -> (N, H, W)
+                                                               N*M forwards of randomly masked inputs (RISE)
+    "path_grads"     fn(mean_grads (N, C, H, W), delta (N, C, H, W)) -> (N, H, W)
+                                                               N*(m+1) forwards+backwards along a path (IG)
 
 A plain function in ``METHODS`` counts as ``needs="grads"``.
 """
@@ -29,7 +33,9 @@ from dataclasses import dataclass
 
 import torch
 
-NEEDS = ("weights", "grads", "acts", "masked_scores", "guided", "perturbation", "layers")
+from rlcam import rise
+
+NEEDS = ("weights", "grads", "acts", "masked_scores", "guided", "perturbation", "layers", "random_masks", "path_grads")
 
 
 @dataclass(frozen=True)
@@ -178,6 +184,35 @@ def fuse_layers(maps: list[torch.Tensor]) -> torch.Tensor:
     return stacked.clamp_min(0).log().mean(dim=0).exp()
 
 
+def rise_map(scores: torch.Tensor, masks: torch.Tensor, keep: float | None = None) -> torch.Tensor:
+    """RISE (Petsiuk et al.): ReLU(sum_i (y_i - mean_j y_j) M_i / (M * keep)), ``(N, H, W)``.
+
+    Args:
+        scores: ``(N, M)`` the explained score of each input times each mask.
+        masks: ``(M, H, W)`` the masks (``rlcam.rise.rise_masks``).
+        keep: the cells' keep probability (default ``rlcam.rise.KEEP``).
+
+    The scores are centred (``rlcam.rise`` says why); the paper's 1/(M * keep) keeps its units.
+    """
+    keep = rise.KEEP if keep is None else keep
+    centred = (scores - scores.mean(dim=1, keepdim=True)).to(masks.dtype)
+    return torch.relu(torch.einsum("nm,mhw->nhw", centred, masks) / (masks.shape[0] * keep))
+
+
+def integrated_gradients(mean_grads: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """Integrated Gradients (Sundararajan et al.) summed over channels and rectified, ``(N, H, W)``.
+
+    Args:
+        mean_grads: ``(N, C, H, W)`` the gradient averaged along the path (``rlcam.ig.path_gradient``).
+        delta: ``(N, C, H, W)`` input minus baseline, in the gradient's units.
+
+    The map is ReLU(sum_c delta_c * mean_grads_c): a pixel's stacked frames (or colours) add up
+    before the positive part is kept, as Grad-CAM sums its channels before its ReLU; what lowers
+    the score is dropped (the signed attribution is not kept).
+    """
+    return torch.relu((delta * mean_grads).sum(dim=1))
+
+
 METHODS: dict[str, Method | Callable] = {
     "gradcam": Method(grad_cam_weighted, "weights", "Grad-CAM: channel weights = mean gradient"),
     "gradcam++": Method(grad_cam_pp, "grads", "Grad-CAM++: weights from 2nd/3rd-order terms (exp trick)"),
@@ -190,4 +225,6 @@ METHODS: dict[str, Method | Callable] = {
     "guided": Method(guided_grad_cam, "guided", "Guided Grad-CAM at input resolution, with per-frame shares"),
     "perturbation": Method(perturbation_map, "perturbation", "Greydanus et al.: output shift under local blur"),
     "fine": Method(fuse_layers, "layers", "LayerCAM of the input and every conv block up to the layer, fused"),
+    "rise": Method(rise_map, "random_masks", "RISE: score-weighted average of random smooth masks"),
+    "ig": Method(integrated_gradients, "path_grads", "Integrated Gradients from a black input, channels summed"),
 }

@@ -13,7 +13,9 @@ Methods that need more than that forward (``rlcam.cam.Method.needs``) get extra 
 each with the capture hook made passive: Score-CAM's masked inputs and the perturbation
 probes are plain ``no_grad`` forwards in large batches; Guided Grad-CAM runs one forward and
 backward from the input with guided-ReLU hooks that are removed before ``explain`` returns;
-the ``fine`` mode hooks every conv block up to the layer and takes one backward from the input.
+the ``fine`` mode hooks every conv block up to the layer and takes one backward from the input;
+RISE scores randomly masked inputs in ``no_grad`` batches, and Integrated Gradients runs forwards
+and backwards from the points of a path from a black input, in batches too.
 Their maps live on the input grid (the perturbation map on its probe grid), and
 ``Explainer.placement`` always takes ``Explanation.cam`` to the input.
 """
@@ -29,6 +31,7 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
+from rlcam import ig, rise
 from rlcam.agents import Agent
 from rlcam.cam import METHODS, as_method, grad_cam, layer_cam, score_cam_masks
 from rlcam.errors import RlcamError
@@ -238,6 +241,7 @@ class Explanation:
 
 
 _GRADIENT_NEEDS = ("weights", "grads")
+_INPUT_GRID_NEEDS = ("guided", "layers", "random_masks", "path_grads")  # maps made on the input grid
 
 
 class Explainer:
@@ -313,6 +317,8 @@ class Explainer:
         self.deterministic = deterministic
         self.epsilon = float(getattr(self.family, "epsilon", 0.0))
         self.generator = torch.Generator().manual_seed(seed)
+        self.seed = seed  # also draws RISE's masks (``rlcam.rise``), once per input size
+        self._rise_masks: torch.Tensor | None = None
         fast = fast and self._method.needs != "layers" and self.family.fast_head(self.target, deterministic)
         self._head = build_head(self.policy, self.family.head_kind, self.layer_name) if fast else None
         self.placement: Placement | None = None  # Explanation.cam -> input grid
@@ -470,6 +476,12 @@ class Explainer:
             cam, shares = self._method.fn(self._guided_input_grads(obs_t, actions), cam_input)
         elif needs == "perturbation":
             cam = self._method.fn(perturbation_shift(obs_t.float(), functools.partial(self._outputs, actions=actions)))
+        elif needs == "random_masks":
+            masks = self._masks(tuple(obs.shape[2:]), obs_t.device)
+            cam = self._method.fn(self._random_mask_scores(obs_t, masks, actions), masks)
+        elif needs == "path_grads":
+            x = obs_t.float()
+            cam = self._method.fn(self._path_gradient(x, actions), x - ig.BASELINE)
         else:  # "layers": LayerCAM of the input itself, then of each hooked layer placed on the input
             maps = [layer_cam(a, g) for a, g in zip(acts, grads, strict=True)]
             cam = self._method.fn([maps[0]] + [self._on_input(i, m, obs.shape[2:]) for i, m in enumerate(maps[1:])])
@@ -488,7 +500,7 @@ class Explainer:
         if self.placement is None:
             self.placement = self._placement(tuple(cam.shape[1:]), input_hw)
             self._placement_t = None
-            if self._method.needs not in ("guided", "layers"):  # else the map is on the input grid already
+            if self._method.needs not in _INPUT_GRID_NEEDS:  # else the map is on the input grid already
                 self._placement_t = tuple(
                     torch.as_tensor(m, dtype=torch.float32, device=cam.device)
                     for m in (self.placement.to_input_y, self.placement.to_input_x)
@@ -657,7 +669,7 @@ class Explainer:
         needs = self._method.needs
         if needs == "perturbation":
             return probe_placement(*input_hw, name=self.placement_name)
-        if needs in ("guided", "layers"):  # already on the input grid
+        if needs in _INPUT_GRID_NEEDS:  # already on the input grid
             return Placement(self.placement_name, np.eye(input_hw[0]), np.eye(input_hw[1]))
         return self._layer_placement(self.layer_name, cam_hw, input_hw)
 
@@ -804,6 +816,38 @@ class Explainer:
         if contrast_action(self.target) is not None or not self.family.discrete:
             return self.family.score(self.target, forward, actions[rows])[:, None]
         return forward.action_scores
+
+    def _masks(self, input_hw: tuple[int, int], device) -> torch.Tensor:
+        """RISE's masks ``(M, H, W)`` for this input size, drawn from the explainer's seed and kept."""
+        if self._rise_masks is None or tuple(self._rise_masks.shape[1:]) != input_hw:
+            masks = rise.rise_masks(*input_hw, count=rise.MASKS, cells=rise.CELLS, keep=rise.KEEP, seed=self.seed)
+            self._rise_masks = masks.to(device)
+        return self._rise_masks
+
+    def _random_mask_scores(self, obs_t: torch.Tensor, masks: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """RISE: the explained score of each input times each mask (masked out: black), ``(N, M)``."""
+        x = obs_t.float()
+        n, m = len(x), len(masks)
+        scores = torch.empty(n * m, device=x.device)
+        for start in range(0, n * m, CHUNK):
+            flat = torch.arange(start, min(start + CHUNK, n * m), device=x.device)
+            rows, which = flat // m, flat % m
+            inputs = x[rows] * masks[which][:, None]
+            scores[flat] = self.family.score(self.target, self._plain_forward(inputs), actions[rows]).float()
+        return scores.view(n, m)
+
+    def _path_gradient(self, x: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Integrated Gradients' mean dy/dx along the path from the black baseline to ``x``, ``(N, C, H, W)``.
+
+        Per observation unit, like ``x`` (not per unit of SB3's /255 input): their product, the
+        attribution, is in the score's units either way.
+        """
+
+        def score(points: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+            return self.family.score(self.target, self.family.forward(points), actions[rows])
+
+        with self._extra_pass():
+            return ig.path_gradient(x, score, baseline=ig.BASELINE, steps=ig.STEPS, chunk=CHUNK)
 
     def _guided_input_grads(self, obs_t: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """dy/dx ``(N, C, H, W)`` through guided ReLUs; only x gets a gradient.

@@ -416,7 +416,8 @@ def test_every_method_records(agent_zips, toy_agent, tmp_path, capsys, env, meth
     trace = load_trace(out.with_suffix(".npz"))
     assert trace.meta["method"] == method and trace.meta["layer"].endswith("cnn.5")
     assert trace["cam_input"].shape == (2, 84, 84) and np.isfinite(trace["cam"]).all()
-    resolution = {"perturbation": (17, 17), "guided": (84, 84), "fine": (84, 84)}.get(method, (7, 7))
+    on_input = ("guided", "fine", "rise", "ig")
+    resolution = (17, 17) if method == "perturbation" else (84, 84) if method in on_input else (7, 7)
     assert trace["cam"].shape[1:] == resolution
 
 
