@@ -10,6 +10,13 @@ page is the frame the agent saw at step k or the report is not written.
 
     trace (T, ...) + replayed frames (T, H, W, 3) -> payload (JSON, binary arrays in base64) -> HTML
 
+Every policy family rlcam records is shown: discrete actions (a bar per action), continuous
+ones (a bar per component within the action space's bounds, the signed map's "pushes it down"
+side in the cool ramp, a timeline track per component), structured ones (a bar group per part),
+actor + critics (Q(s, a) as the value), recurrent policies (memory vs pixels on the timeline) and
+Dict observations (the image key the map is on, from the replay's observations, and each key's
+share of the score).
+
 Frames travel as palette indices (Atari frames have at most 128 colours; RGB otherwise), in
 chunks of ``FRAME_CHUNK`` steps, each chunk XOR-delta coded along time and deflated: 1000 Breakout
 steps take ~0.1 MB. The browser inflates them with its built-in ``DecompressionStream``.
@@ -29,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from rlcam.colormap import LUT
+from rlcam.colormap import LUT, LUT_DOWN
 from rlcam.errors import RlcamError
 from rlcam.geometry import Placement
 from rlcam.norm import RUNNING_DECAY
@@ -63,6 +70,8 @@ class ReportRun:
     arrays: dict[str, np.ndarray]
     frames: np.ndarray
     notes: list[str] = field(default_factory=list)
+    space: dict = field(default_factory=dict)
+    """What the page needs of the env's spaces (``space_info``): bounds, part sizes, the image key."""
 
     @property
     def steps(self) -> int:
@@ -99,8 +108,8 @@ def run_from_trace(trace_path: str | os.PathLike[str], env_index: int = 0, label
             f"trace {path} holds the second agent's choices on the first agent's game ('rlcam compare' in replay "
             "mode), so it cannot be replayed alone; open the compare report, or report the first agent's trace."
         )
-    frames = replay_frames(meta, arrays, env_index, path)
-    return ReportRun(label or Path(str(meta.get("agent", path.stem))).name, meta, arrays, frames, notes)
+    frames, space = replay_frames(meta, arrays, env_index, path)
+    return ReportRun(label or Path(str(meta.get("agent", path.stem))).name, meta, arrays, frames, notes, space)
 
 
 def trace_arrays(path: Path, env_index: int = 0) -> tuple[dict, dict[str, np.ndarray], list[str]]:
@@ -118,10 +127,9 @@ def trace_arrays(path: Path, env_index: int = 0) -> tuple[dict, dict[str, np.nda
     if not 0 <= env_index < n_envs:
         raise RlcamError(f"--env-index must lie in 0..{n_envs - 1} for this trace of {n_envs} envs, not {env_index}.")
     arrays = {k: (v[:, env_index] if n_envs > 1 else v) for k, v in trace.arrays.items() if k != "cam_input"}
-    if arrays["action"].ndim != 1:
-        raise RlcamError(
-            f"trace {path} has non-discrete actions {arrays['action'].shape[1:]}; reports show discrete ones."
-        )
+    if arrays["action"].ndim > 2:
+        shape = arrays["action"].shape[1:]
+        raise RlcamError(f"trace {path} has actions shaped {shape} per step; rlcam records flat vectors.")
     if len(arrays["action"]) == 0:
         raise RlcamError(f"trace {path} holds no steps.")
     notes = []
@@ -132,18 +140,48 @@ def trace_arrays(path: Path, env_index: int = 0) -> tuple[dict, dict[str, np.nda
     return meta, arrays, notes
 
 
-def replay_frames(meta: dict, arrays: dict[str, np.ndarray], env_index: int, source: Path) -> np.ndarray:
-    """``(T, H, W, 3)`` frames of env ``env_index``, by stepping its env with the recorded actions.
+def space_info(action_space, observation_space, layer: str) -> dict:
+    """What the page needs of a run's spaces: a ``Box``'s bounds, a structured action's part sizes,
+    a Dict observation's keys and the image key the map is on (``image_key``)."""
+    from gymnasium import spaces
 
-    Every step is checked against the trace: reward, life loss (``done``), game end, object
-    positions and, when stored, the policy input must match, else the env did not reproduce the run.
+    info: dict = {}
+    if isinstance(action_space, spaces.Box):
+        info["low"] = [float(v) for v in np.asarray(action_space.low, np.float64).reshape(-1)]
+        info["high"] = [float(v) for v in np.asarray(action_space.high, np.float64).reshape(-1)]
+    elif isinstance(action_space, spaces.MultiDiscrete):
+        info["sizes"] = [int(n) for n in np.asarray(action_space.nvec).reshape(-1)]
+    elif isinstance(action_space, spaces.MultiBinary):
+        info["sizes"] = [2] * int(np.prod(action_space.shape))
+    if isinstance(observation_space, spaces.Dict):
+        from rlcam.explainer import _image_key
+
+        info["input_names"] = list(observation_space.spaces)
+        info["image_key"] = _image_key(observation_space, layer)
+    return info
+
+
+def replay_frames(meta: dict, arrays: dict[str, np.ndarray], env_index: int, source: Path) -> tuple[np.ndarray, dict]:
+    """``(T, H, W, 3)`` frames of env ``env_index``, by stepping its env with the recorded actions,
+    and the env's ``space_info``.
+
+    The trace holds the exact actions the env was given (continuous or sampled ones too), so the
+    replay is exact. Every step is checked against the trace: reward, life loss (``done``), game
+    end, object positions and, when stored, the policy input must match, else the env did not
+    reproduce the run. Dict observations: the frame is the image key the map is on (what the video
+    shows), taken from the replay's observations, not the env's render.
     """
     from rlcam.envs import frames, make_env
     from rlcam.objects import positions
+    from rlcam.record import observation_frames
 
     env_id = meta["env_id"]
     stack = meta.get("frame_stack")
-    venv, _ = make_env(env_id, n_envs=1, seed=int(meta["seed"]) + env_index, frame_stack=stack or None)
+    # "module:EnvId-v0" names the module that registers the id (meta's env_id lacks it).
+    name = meta.get("env") if ":" in str(meta.get("env", "")) and not meta.get("zoo_run") else env_id
+    venv, _ = make_env(name, n_envs=1, seed=int(meta["seed"]) + env_index, frame_stack=stack or None)
+    space = space_info(venv.action_space, venv.observation_space, str(meta.get("layer", "")))
+    image_key = space.get("image_key")
     out = []
 
     def recorded(key: str, t: int):
@@ -152,11 +190,14 @@ def replay_frames(meta: dict, arrays: dict[str, np.ndarray], env_index: int, sou
     try:
         obs = venv.reset()
         for t, action in enumerate(arrays["action"]):
-            checks = {"policy input": (obs[0], recorded("obs", t))}
+            if isinstance(obs, dict):
+                checks = {f"policy input {k!r}": (v[0], recorded(f"obs_{k}", t)) for k, v in obs.items()}
+            else:
+                checks = {"policy input": (obs[0], recorded("obs", t))}
             for name, centre in positions(venv, env_id).items():  # where things were when the agent acted
                 checks[f"{name} position"] = (centre[0], recorded(f"obj_{name}", t))
-            out.append(frames(venv)[0])
-            obs, rewards, dones, infos = venv.step(np.array([action]))
+            out.append(frames(venv)[0] if image_key is None else observation_frames(obs[image_key])[0])
+            obs, rewards, dones, infos = venv.step(np.asarray(action)[None])
             checks["reward"] = (rewards[0], recorded("reward", t))
             checks["life loss"] = (dones[0], recorded("done", t))
             checks["game end"] = ("episode" in infos[0], recorded("game_over", t))
@@ -172,14 +213,58 @@ def replay_frames(meta: dict, arrays: dict[str, np.ndarray], env_index: int, sou
                     )
     finally:
         venv.close()
-    return np.stack(out)
+    return np.stack(out), space
 
 
 # -- what the page plots -------------------------------------------------------------------------------
 
 
-def bar_kind(meta: dict) -> str:
+def bar_kind(meta: dict, arrays: dict[str, np.ndarray] | None = None) -> str:
+    """What the panel's bars show: ``prob`` or ``q`` (one index per step), ``component`` (continuous
+    actions: float vectors) or ``parts`` (structured actions: integer vectors)."""
+    action = None if arrays is None else arrays.get("action")
+    if action is not None and action.ndim == 2:
+        return "component" if np.issubdtype(action.dtype, np.floating) else "parts"
+    family = str(meta.get("family", ""))
+    if family:  # the family's own words (rlcam.families): actor-critics show probabilities
+        return "q" if family == "Q-network" else "prob"
     return meta.get("bar_kind") or BAR_KIND.get(str(meta.get("algo", "")).lower(), "q")
+
+
+def value_label(meta: dict, kind: str) -> str:
+    """What the run's ``value`` is: an actor + critics family shows the critic's Q of the taken action."""
+    if meta.get("family") == "actor + critics":
+        return "Q(s, a)"
+    return "max Q" if kind == "q" else "value V(s)"
+
+
+def part_sizes(run: ReportRun) -> list[int]:
+    """Each part's number of choices (structured actions): the env's, else the bars' split evenly."""
+    if "sizes" in run.space:
+        return list(run.space["sizes"])
+    parts = run.arrays["action"].shape[1]
+    return [run.arrays["action_values"].shape[1] // parts] * parts
+
+
+def component_names(run: ReportRun) -> list[str]:
+    """One name per action component (or part): the trace's action names where they fit, else ``a<i>``."""
+    n = run.arrays["action"].shape[1]
+    names = [str(x) for x in run.meta.get("action_names", [])]
+    return names if len(names) == n else [f"a{i}" for i in range(n)]
+
+
+def tile_labels(run: ReportRun) -> list[str]:
+    """The caption of each ``action_cams`` tile: an action, a component, a part or a critic."""
+    n = run.arrays["action_cams"].shape[1]
+    kind = bar_kind(run.meta, run.arrays)
+    target = str(run.meta.get("target", ""))
+    if kind == "component" and (target == "q" or target.startswith("q:")):
+        return [f"critic {k}" for k in range(n)]
+    if kind in ("component", "parts"):
+        names = component_names(run)
+        return names if len(names) == n else [f"tile {k}" for k in range(n)]
+    names = [str(x) for x in run.meta["action_names"]]
+    return names if len(names) == n else [str(k) for k in range(n)]
 
 
 def series(run: ReportRun) -> dict[str, np.ndarray]:
@@ -197,16 +282,55 @@ def series(run: ReportRun) -> dict[str, np.ndarray]:
     out["return"] = ret
     out["episode"] = np.concatenate([[0], np.cumsum(game_over)[:-1]]).astype(np.float64)
     out["peak"] = a["cam"].reshape(T, -1).max(axis=1).astype(np.float64)
-    if "action_values" in a:
+    if "cam_down" in a:  # signed targets: the strongest "pushes it down" evidence
+        out["peak_down"] = a["cam_down"].reshape(T, -1).max(axis=1).astype(np.float64)
+    kind = bar_kind(run.meta, a)
+    if kind == "component":
+        for i, values in enumerate(a["action"].astype(np.float64).T):
+            out[f"component_{i}"] = values  # the action taken, in env units
+    elif kind == "parts" and "action_values" in a:
+        out.update(part_series(run))
+    elif "action_values" in a:
         values = a["action_values"].astype(np.float64).reshape(T, -1)
         out["chosen"] = values[np.arange(T), a["action"]]
         top = np.sort(values, axis=1)[:, ::-1]
         out["margin"] = top[:, 0] - top[:, 1] if values.shape[1] > 1 else np.full(T, np.nan)
-        if bar_kind(run.meta) == "prob":
-            p = np.clip(values, 0.0, 1.0)
-            out["entropy"] = -(p * np.log(np.where(p > 0, p, 1.0))).sum(axis=1)
+        if kind == "prob":
+            out["entropy"] = entropy(values)
+    for key in ("memory_effect", "pixel_effect"):  # recurrent: how far the score moves without memory / pixels
+        if key in a:
+            out[key] = a[key].astype(np.float64)
+    if "input_shares" in a:  # Dict observations: each key's share of the explained score
+        names = run.space.get("input_names") or [f"key {k}" for k in range(a["input_shares"].shape[1])]
+        for name, share in zip(names, a["input_shares"].astype(np.float64).T, strict=False):
+            out[f"input_{name}"] = share
     out.update(object_shares(run))
     return out
+
+
+def entropy(p: np.ndarray) -> np.ndarray:
+    """Entropy (nats) of each row of probabilities ``(T, B)``."""
+    p = np.clip(p, 0.0, 1.0)
+    return -(p * np.log(np.where(p > 0, p, 1.0))).sum(axis=1)
+
+
+def part_series(run: ReportRun) -> dict[str, np.ndarray]:
+    """Structured actions: the joint probability of the taken parts (``chosen``), the joint entropy
+    (the parts are independent: their entropies add) and the smallest gap between a part's two most
+    likely choices (``margin``: the most uncertain part), plus which part that was."""
+    a, T = run.arrays, run.steps
+    values = a["action_values"].astype(np.float64)
+    chosen, total, margins = np.ones(T), np.zeros(T), []
+    start = 0
+    for p, size in enumerate(part_sizes(run)):
+        probs = values[:, start : start + size]
+        chosen *= probs[np.arange(T), a["action"][:, p]]
+        total += entropy(probs)
+        top = np.sort(probs, axis=1)[:, ::-1]
+        margins.append(top[:, 0] - top[:, 1] if size > 1 else np.full(T, np.inf))
+        start += size
+    margins = np.stack(margins, axis=1)
+    return {"chosen": chosen, "entropy": total, "margin": margins.min(axis=1), "margin_part": margins.argmin(axis=1)}
 
 
 def object_shares(run: ReportRun) -> dict[str, np.ndarray]:
@@ -263,13 +387,21 @@ def moments(run: ReportRun, s: dict[str, np.ndarray]) -> list[dict]:
     ]
     found.append({"title": "Life losses and game ends", "kind": "life", "items": losses[:40]})
     if "margin" in s and np.isfinite(s["margin"]).any():
-        unit = "probability" if bar_kind(run.meta) == "prob" else "Q"
+        kind = bar_kind(run.meta, a)
+        unit = "probability" if kind in ("prob", "parts") else "Q"
         names = run.meta["action_names"]
         values = a["action_values"].reshape(T, -1)
         items = []
         for t in _top_steps(-s["margin"], MOMENTS_PER_KIND):
-            first, second = np.argsort(-values[t], kind="stable")[:2]
-            items.append({"step": t, "text": f"{names[first]} vs {names[second]}: {unit} gap {s['margin'][t]:.3g}"})
+            if kind == "parts":  # the most uncertain part's two best choices
+                p = int(s["margin_part"][t])
+                start = sum(part_sizes(run)[:p])
+                first, second = np.argsort(-values[t, start : start + part_sizes(run)[p]], kind="stable")[:2]
+                what = f"{component_names(run)[p]}: {first} vs {second}"
+            else:
+                first, second = np.argsort(-values[t], kind="stable")[:2]
+                what = f"{names[first]} vs {names[second]}"
+            items.append({"step": t, "text": f"{what}: {unit} gap {s['margin'][t]:.3g}"})
         found.append(
             {"title": "Most uncertain decisions", "kind": "uncertain", "items": sorted(items, key=lambda m: m["step"])}
         )
@@ -349,12 +481,15 @@ def run_payload(run: ReportRun, frames_ref: int, scale: int) -> dict:
     ys, xs = placement(run.meta).frame_matrices(H * scale, W * scale)
     tile_ys, tile_xs = placement(run.meta).frame_matrices(H, W)
     meta = {k: v for k, v in run.meta.items() if k != PLACEMENT_META}
+    kind = bar_kind(run.meta, a)
     payload = {
         "label": run.label,
         "meta": meta,
         "frames": frames_ref,
-        "bar_kind": bar_kind(run.meta),
+        "bar_kind": kind,
+        "value_label": value_label(run.meta, kind),
         "action_names": [str(n) for n in run.meta["action_names"]],
+        "space": dict(run.space),
         "cam": binary(a["cam"], "f4"),
         "placement": {
             "ys": binary(ys, "f4"),
@@ -362,16 +497,22 @@ def run_payload(run: ReportRun, frames_ref: int, scale: int) -> dict:
             "tile_ys": binary(tile_ys, "f4"),
             "tile_xs": binary(tile_xs, "f4"),
         },
-        "action": binary(a["action"], "i4"),
+        "action": binary(a["action"], "f4" if kind == "component" else "i4"),
         "done": binary(a["done"].astype(np.uint8), "u1"),
         "game_over": binary(a["game_over"].astype(np.uint8), "u1"),
         "series": {k: binary(v, "f4") for k, v in s.items()},
         "moments": moments(run, s),
         "notes": list(run.notes),
     }
-    for key in ("action_values", "action_cams", "frame_shares", "score"):
+    for key in ("action_values", "action_cams", "cam_down", "frame_shares", "score"):
         if key in a:
             payload[key] = binary(a[key], "f4")
+    if "action_cams" in a:
+        payload["tile_labels"] = tile_labels(run)
+    if kind == "parts":
+        payload["space"]["sizes"] = part_sizes(run)
+    if a["action"].ndim == 2:
+        payload["component_names"] = component_names(run)
     payload["objects"] = {k[4:]: binary(a[k], "f4") for k in sorted(a) if k.startswith("obj_")}
     payload["object_radius"] = OBJECT_RADIUS
     return payload
@@ -406,6 +547,7 @@ def payload_for(runs: list[ReportRun], title: str, shared_frames: bool = False, 
         "norm": runs[0].meta.get("normalisation", "running"),
         "running_decay": RUNNING_DECAY,
         "lut": binary(LUT, "u1"),
+        "lut_down": binary(LUT_DOWN, "u1"),
         "frames": frame_specs,
         "runs": [run_payload(r, 0 if shared_frames else i, scale) for i, r in enumerate(runs)],
         "compare": compare,

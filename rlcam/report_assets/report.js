@@ -55,9 +55,15 @@
     return { R, C, start, idx: Int32Array.from(idx), w: Float64Array.from(w) };
   }
 
-  const LUT = arr(D.lut); // (256, 3)
-  const LUT32 = new Uint32Array(256);
-  for (let i = 0; i < 256; i++) LUT32[i] = 0xff000000 | (LUT[3 * i + 2] << 16) | (LUT[3 * i + 1] << 8) | LUT[3 * i];
+  function lut32(spec) {
+    const lut = arr(spec); // (256, 3)
+    const out = new Uint32Array(256);
+    for (let i = 0; i < 256; i++) out[i] = 0xff000000 | (lut[3 * i + 2] << 16) | (lut[3 * i + 1] << 8) | lut[3 * i];
+    return out;
+  }
+  const LUT32 = lut32(D.lut);
+  // Signed targets: what pushes the score down, in the cool ramp, on the same scale as the map.
+  const LUT_DOWN32 = D.lut_down ? lut32(D.lut_down) : LUT32;
 
   const RUN_COLOURS = ["rgb(255, 166, 82)", "rgb(110, 190, 255)"]; // first and second run, everywhere
 
@@ -161,6 +167,7 @@
     step: 0,
     norm: NORMS.includes(D.norm) ? D.norm : "running",
     overlay: true,
+    signed: true,
     alpha: 0.6,
     objects: false,
     playing: false,
@@ -197,12 +204,17 @@
     return out;
   }
 
-  function mapPeaks(cams, per) {
+  // Each step's map peak; with a second map (a signed target's "pushes it down"), the peak of both,
+  // since the recorder puts the two sides on one scale.
+  function mapPeaks(cams, per, other) {
     const n = cams.length / per;
     const out = new Float64Array(n);
     for (let t = 0; t < n; t++) {
       let m = 0;
-      for (let j = t * per, e = j + per; j < e; j++) if (cams[j] > m) m = cams[j];
+      for (let j = t * per, e = j + per; j < e; j++) {
+        if (cams[j] > m) m = cams[j];
+        if (other && other[j] > m) m = other[j];
+      }
       out[t] = m;
     }
     return out;
@@ -228,19 +240,28 @@
       this.tileYs = sparseRows(spec.placement.tile_ys);
       this.tileXs = sparseRows(spec.placement.tile_xs);
       this.action = arr(spec.action);
+      this.kind = spec.bar_kind; // prob, q, component (continuous actions) or parts (structured)
+      this.vector = this.kind === "component" || this.kind === "parts";
+      this.nD = this.vector ? spec.action.shape[1] : 1; // numbers per action
+      this.partNames = spec.component_names || this.names;
+      this.space = spec.space || {};
       this.done = arr(spec.done);
       this.gameOver = arr(spec.game_over);
       this.values = arr(spec.action_values);
-      this.nA = this.names.length;
+      this.nA = this.values ? spec.action_values.shape[1] : this.names.length; // bars per step
+      this.camDown = arr(spec.cam_down);
       this.actionCams = arr(spec.action_cams);
+      this.nT = this.actionCams ? spec.action_cams.shape[1] : 0;
+      this.tileLabels = spec.tile_labels || this.names;
+      this.inputShares = spec.series ? Object.keys(spec.series).filter((k) => k.startsWith("input_")) : [];
       this.frameShares = arr(spec.frame_shares);
       this.score = arr(spec.score);
       this.series = {};
       for (const k of Object.keys(spec.series)) this.series[k] = arr(spec.series[k]);
       this.objects = {};
       for (const k of Object.keys(spec.objects)) this.objects[k] = arr(spec.objects[k]);
-      this.scales = scales(mapPeaks(this.cam, this.h * this.w), this.gameOver);
-      if (this.actionCams) this.actionScales = scales(mapPeaks(this.actionCams, this.nA * this.h * this.w), this.gameOver);
+      this.scales = scales(mapPeaks(this.cam, this.h * this.w, this.camDown), this.gameOver);
+      if (this.actionCams) this.actionScales = scales(mapPeaks(this.actionCams, this.nT * this.h * this.w), this.gameOver);
       this.scale = D.scale;
       this.Hs = this.store.H * this.scale;
       this.Ws = this.store.W * this.scale;
@@ -249,6 +270,7 @@
       this.colS = Int32Array.from({ length: this.Ws }, (_, X) => Math.floor(X / this.scale)); // nearest upscaling
       this.col1 = Int32Array.from({ length: this.store.W }, (_, X) => X);
       this.heat = new Uint8Array(this.Hs * this.Ws);
+      this.heatDown = this.camDown ? new Uint8Array(this.Hs * this.Ws) : null;
       this.tileHeat = new Uint8Array(this.store.H * this.store.W);
       this.colour = RUN_COLOURS[index];
       this.build();
@@ -286,7 +308,7 @@
     }
 
     // The frame upscaled by ``scale`` (nearest), with the heat blended over it when ``heat`` is given.
-    compose(frame, scale, heat, image) {
+    compose(frame, scale, heat, image, heatDown = null) {
       const { H, W, C, palette } = this.store;
       const out = new Uint32Array(image.data.buffer);
       const Ws = W * scale;
@@ -313,6 +335,18 @@
             const m = mask[i];
             if (m) {
               const c = LUT32[i];
+              const n = 255 - m;
+              r = DIV255(r * n + (c & 255) * m);
+              g = DIV255(g * n + ((c >> 8) & 255) * m);
+              b = DIV255(b * n + ((c >> 16) & 255) * m);
+            }
+          }
+          if (heatDown) {
+            // painted over the first, as the recorder does (render.compose's heat_down)
+            const i = heatDown[o];
+            const m = mask[i];
+            if (m) {
+              const c = LUT_DOWN32[i];
               const n = 255 - m;
               r = DIV255(r * n + (c & 255) * m);
               g = DIV255(g * n + ((c >> 8) & 255) * m);
@@ -356,6 +390,27 @@
       head.style.width = bar.style.width;
       bar.title = "the raw map value that full colour means, under the chosen normalisation";
       view.append(head, this.canvas, bar);
+      if (this.camDown) {
+        const down = el("div", "colorbar down");
+        const dramp = el("canvas");
+        dramp.width = 256;
+        dramp.height = 1;
+        const dctx = dramp.getContext("2d");
+        const dimg = dctx.createImageData(256, 1);
+        new Uint32Array(dimg.data.buffer).set(LUT_DOWN32);
+        dctx.putImageData(dimg, 0, 0);
+        down.append(el("span", "", "0"), dramp, el("span", "full", "pushes it down (same scale)"));
+        down.style.width = bar.style.width;
+        down.style.maxWidth = "100%";
+        down.title = "what pushes the explained score down (the counterfactual map), on the map's scale";
+        const up = el("div", "dim legend", "warm: pushes the score up");
+        view.append(up, down);
+      }
+      if (this.space.image_key) {
+        view.append(
+          el("div", "dim legend", `frame: the observation's "${this.space.image_key}" key (the map is on it), not the env's render`),
+        );
+      }
 
       const panel = el("div", "panel");
       const decision = el("div", "decision");
@@ -366,7 +421,9 @@
       decision.append(this.actLabel, this.actHow, this.agreeLabel);
       panel.append(decision);
       this.barRows = [];
-      if (this.values) {
+      if (this.kind === "component") this.buildComponents(panel);
+      else if (this.kind === "parts" && this.values) this.buildParts(panel);
+      else if (this.values) {
         const bars = el("div", "bars");
         for (let a = 0; a < this.nA; a++) {
           const name = el("span", "name", this.names[a]);
@@ -384,7 +441,7 @@
       this.stats = {};
       const stats = el("div", "stats");
       const labels = [
-        ["value", this.spec.bar_kind === "prob" ? "value V(s)" : "max Q"],
+        ["value", this.spec.value_label || (this.spec.bar_kind === "prob" ? "value V(s)" : "max Q")],
         ["score", `score (${this.spec.meta.target})`],
         ["reward", "reward"],
         ["return", "return"],
@@ -393,6 +450,7 @@
       ];
       if (this.series.entropy) labels.push(["entropy", "entropy"]);
       else if (this.series.margin) labels.push(["margin", "Q gap"]);
+      if (this.series.memory_effect) labels.push(["memory_effect", "memory effect"], ["pixel_effect", "pixel effect"]);
       for (const k of Object.keys(this.objects)) labels.push([`share_${k}`, `on ${k}`]);
       for (const [k, label] of labels) {
         if (k === "score" ? !this.score : !this.series[k]) continue;
@@ -420,12 +478,29 @@
         wrap.append(el("div", "subhead", "each stacked frame's share of the map (guided)"), bars);
         panel.append(wrap);
       }
+      if (this.inputShares.length) {
+        const bars = el("div", "bars");
+        this.inputRows = [];
+        for (const k of this.inputShares) {
+          const key = k.slice("input_".length);
+          const name = el("span", "name", key === this.space.image_key ? `${key} (mapped)` : key);
+          const track = el("div", "track");
+          const fill = el("div", "fill");
+          track.append(fill);
+          const num = el("span", "num");
+          bars.append(name, track, num);
+          this.inputRows.push({ k, fill, num });
+        }
+        const wrap = el("div", "input-shares");
+        wrap.append(el("div", "subhead", "each input key's share of the score (gradient \u00d7 input)"), bars);
+        panel.append(wrap);
+      }
       if (this.actionCams) {
         const wrap = el("div");
         this.tileTitle = el("div", "subhead", "every action's map, one scale");
         const tiles = el("div", "tiles");
         this.tiles = [];
-        for (let a = 0; a < this.nA; a++) {
+        for (let a = 0; a < this.nT; a++) {
           const tile = el("div", "tile");
           const c = el("canvas");
           c.width = this.store.W;
@@ -454,7 +529,79 @@
     }
 
     fmtBar(v) {
-      return this.spec.bar_kind === "prob" ? `${(100 * v).toFixed(1)}%` : fmt(v);
+      return this.spec.bar_kind === "prob" || this.kind === "parts" ? `${(100 * v).toFixed(1)}%` : fmt(v);
+    }
+
+    // A bar per action component, drawn within its bounds from 0 (or the bound nearer 0): the taken
+    // action filled, the deterministic one (action_values) a tick, when they differ (sampled actions).
+    buildComponents(panel) {
+      const bars = el("div", "bars components");
+      const low = this.space.low || [];
+      const high = this.space.high || [];
+      for (let i = 0; i < this.nD; i++) {
+        const lo = Number.isFinite(low[i]) ? low[i] : -1;
+        const hi = Number.isFinite(high[i]) ? high[i] : 1;
+        const name = el("span", "name", this.partNames[i]);
+        const track = el("div", "track signed");
+        track.title = `bounds ${fmt(lo)} .. ${fmt(hi)}`;
+        const zero = el("div", "zero");
+        const fill = el("div", "fill on");
+        const tick = el("div", "tick");
+        const ends = el("div", "ends");
+        ends.append(el("span", "", fmt(lo)), el("span", "", fmt(hi)));
+        track.append(zero, fill, tick, ends);
+        const num = el("span", "num");
+        bars.append(name, track, num);
+        const origin = Math.min(hi, Math.max(lo, 0));
+        const at = (v) => (hi > lo ? (Math.min(hi, Math.max(lo, v)) - lo) / (hi - lo) : 0.5);
+        zero.style.left = `${100 * at(origin)}%`;
+        this.barRows.push({ name, fill, num, tick, at, origin });
+      }
+      const wrap = el("div");
+      wrap.append(el("div", "subhead", "action components, each within its bounds (tick: the deterministic action)"), bars);
+      panel.append(wrap);
+    }
+
+    // A bar group per part of a structured action: each choice's probability, the taken one marked.
+    buildParts(panel) {
+      const wrap = el("div", "parts");
+      const sizes = this.space.sizes || [];
+      let offset = 0;
+      this.partOffsets = [];
+      for (let p = 0; p < sizes.length; p++) {
+        const bars = el("div", "bars");
+        for (let k = 0; k < sizes[p]; k++) {
+          const name = el("span", "name", `${this.partNames[p]}=${k}`);
+          const track = el("div", "track");
+          const fill = el("div", "fill");
+          track.append(fill);
+          const num = el("span", "num");
+          bars.append(name, track, num);
+          this.barRows.push({ name, fill, num, part: p, choice: k });
+        }
+        this.partOffsets.push(offset);
+        offset += sizes[p];
+        const group = el("div", "part-group");
+        group.append(el("div", "subhead", `part ${p}: ${this.partNames[p]}`), bars);
+        wrap.append(group);
+      }
+      panel.append(wrap);
+    }
+
+    // The action taken at step t, in words.
+    actionText(t) {
+      if (this.kind === "component") {
+        const parts = [];
+        for (let i = 0; i < this.nD; i++) parts.push(signed(this.action[t * this.nD + i]));
+        return parts.join("  ");
+      }
+      if (this.kind === "parts") {
+        const parts = [];
+        for (let i = 0; i < this.nD; i++) parts.push(`${this.partNames[i]}=${this.action[t * this.nD + i]}`);
+        return parts.join(" ");
+      }
+      const a = this.action[t];
+      return this.names[a] ?? `action ${a}`;
     }
 
     draw(t) {
@@ -462,8 +609,10 @@
       if (!frame) return false; // its chunk is being inflated: drawn when it arrives
       const full = this.scales[state.norm][t];
       const off = t * this.h * this.w;
+      const down = state.overlay && state.signed && this.camDown;
       if (state.overlay) this.place(this.cam, off, this.ys, this.xs, full, this.heat);
-      this.compose(frame, this.scale, state.overlay ? this.heat : null, this.image);
+      if (down) this.place(this.camDown, off, this.ys, this.xs, full, this.heatDown);
+      this.compose(frame, this.scale, state.overlay ? this.heat : null, this.image, down ? this.heatDown : null);
       this.ctx.putImageData(this.image, 0, 0);
       if (state.objects) this.drawObjects(t);
       this.canvas.dataset.step = String(t);
@@ -494,21 +643,65 @@
     drawTiles(t, frame) {
       const full = this.actionScales[state.norm][t];
       const per = this.h * this.w;
-      for (let a = 0; a < this.nA; a++) {
+      for (let a = 0; a < this.nT; a++) {
         const tile = this.tiles[a];
-        if (state.overlay) this.place(this.actionCams, (t * this.nA + a) * per, this.tileYs, this.tileXs, full, this.tileHeat);
+        if (state.overlay) this.place(this.actionCams, (t * this.nT + a) * per, this.tileYs, this.tileXs, full, this.tileHeat);
         this.compose(frame, 1, state.overlay ? this.tileHeat : null, tile.image);
         tile.ctx.putImageData(tile.image, 0, 0);
-        const chosen = a === this.action[t];
-        tile.tile.classList.toggle("on", chosen);
-        tile.cap.textContent = this.values ? `${this.names[a]}  ${this.fmtBar(this.values[t * this.nA + a])}` : this.names[a];
+        const label = this.tileLabels[a];
+        if (this.vector) {
+          // a tile per component (its taken value), per part (its taken choice) or per critic
+          const critic = String(label).startsWith("critic");
+          const v = this.action[t * this.nD + a];
+          tile.cap.textContent = critic || a >= this.nD ? label : `${label}  ${this.kind === "component" ? signed(v) : `= ${v}`}`;
+          continue;
+        }
+        tile.tile.classList.toggle("on", a === this.action[t]);
+        tile.cap.textContent = this.values ? `${label}  ${this.fmtBar(this.values[t * this.nA + a])}` : label;
       }
-      this.tileTitle.textContent = `every action's map, one scale: 0 .. ${fmt(full)}`;
+      const what = this.kind === "component" ? (String(this.tileLabels[0]).startsWith("critic") ? "critic" : "component") : this.kind === "parts" ? "part" : "action";
+      this.tileTitle.textContent = `every ${what}'s map, one scale: 0 .. ${fmt(full)}`;
     }
 
     panel(t) {
+      this.actLabel.textContent = this.actionText(t);
+      if (this.kind === "component") this.panelComponents(t);
+      else if (this.kind === "parts") this.panelParts(t);
+      else this.panelActions(t);
+      this.panelRest(t);
+    }
+
+    panelComponents(t) {
+      this.actHow.textContent = this.spec.meta.deterministic ? "deterministic" : "sampled";
+      for (let i = 0; i < this.barRows.length; i++) {
+        const row = this.barRows[i];
+        const v = this.action[t * this.nD + i];
+        const a = row.at(Math.min(v, row.origin));
+        const b = row.at(Math.max(v, row.origin));
+        row.fill.style.left = `${100 * a}%`;
+        row.fill.style.width = `${100 * (b - a)}%`;
+        row.num.textContent = signed(v);
+        const det = this.values ? this.values[t * this.nD + i] : NaN;
+        row.tick.hidden = !Number.isFinite(det);
+        if (Number.isFinite(det)) row.tick.style.left = `${100 * row.at(det)}%`;
+        row.name.classList.add("on");
+      }
+    }
+
+    panelParts(t) {
+      this.actHow.textContent = this.series.chosen ? `joint ${this.fmtBar(this.series.chosen[t])}` : "";
+      for (const row of this.barRows) {
+        const v = this.values[t * this.nA + this.partOffsets[row.part] + row.choice];
+        const taken = this.action[t * this.nD + row.part] === row.choice;
+        row.fill.style.width = `${Math.max(0, Math.min(1, v)) * 100}%`;
+        row.fill.classList.toggle("on", taken);
+        row.name.classList.toggle("on", taken);
+        row.num.textContent = this.fmtBar(v);
+      }
+    }
+
+    panelActions(t) {
       const a = this.action[t];
-      this.actLabel.textContent = this.names[a] ?? `action ${a}`;
       this.actHow.textContent = this.values ? this.fmtBar(this.values[t * this.nA + a]) : "";
       for (let i = 0; i < this.barRows.length; i++) {
         const v = this.values[t * this.nA + i];
@@ -519,12 +712,22 @@
         row.name.classList.toggle("on", i === a);
         row.num.textContent = this.fmtBar(v);
       }
+    }
+
+    panelRest(t) {
       for (const [k, v] of Object.entries(this.stats)) {
         if (k === "score") v.textContent = fmt(this.score[t]);
         else if (k === "episode") v.textContent = String(this.series.episode[t] + 1);
         else if (k.startsWith("share_")) v.textContent = Number.isFinite(this.series[k][t]) ? `${(100 * this.series[k][t]).toFixed(1)}%` : "off screen";
         else if (k === "entropy") v.textContent = fmt(this.series[k][t], 3);
         else v.textContent = fmt(this.series[k][t]);
+      }
+      if (this.inputRows) {
+        for (const row of this.inputRows) {
+          const v = this.series[row.k][t];
+          row.fill.style.width = `${Math.max(0, Math.min(1, v)) * 100}%`;
+          row.num.textContent = Number.isFinite(v) ? `${(100 * v).toFixed(1)}%` : "\u2013";
+        }
       }
       if (this.shareRows) {
         const nC = this.shareRows.length;
@@ -553,6 +756,11 @@
     }
   }
 
+  function signed(v) {
+    if (!Number.isFinite(v)) return "\u2013";
+    return `${v < 0 ? "\u2212" : "+"}${Math.abs(v).toFixed(3)}`;
+  }
+
   function fmt(v, digits = 4) {
     if (v === null || v === undefined || Number.isNaN(v)) return "\u2013";
     if (v === 0) return "0";
@@ -575,7 +783,8 @@
       ["steps", String(T)],
       ["games ended", String(m.episodes_ended ?? "?")],
       ["seed", String(m.seed)],
-      ["actions", m.deterministic ? "argmax" : "sampled"],
+      ["family", m.family || "discrete"],
+      ["actions", m.deterministic ? "deterministic" : "sampled"],
       ["norm in video", m.normalisation],
     ];
     if (D.compare) chips.unshift(["compare", D.compare.mode]);
@@ -595,6 +804,8 @@
     notes.append(
       el("p", "", "Frames were rebuilt by replaying the trace's actions from its seed, checked step by step against its rewards, lives, game ends and object positions."),
     );
+    const key = runs[0].space.image_key;
+    if (key) notes.append(el("p", "", `Dict observations: each frame is the observation's "${key}" key, the image the map is on, as the video shows it; the env's render would not be the agent's view.`));
     for (const r of runs) for (const n of r.spec.notes) notes.append(el("p", "", `${r.spec.label}: ${n}`));
     const table = el("table");
     const keys = new Set();
@@ -634,11 +845,24 @@
       const lines = chosen.map((r) => r.series[key]);
       tl.tracks.push({ key, label, lines, colours: chosen.map((r) => RUN_COLOURS[r.index]), ...opts });
     };
-    add("value", kinds.length > 1 ? "value" : kinds[0] === "prob" ? "value V(s)" : "max Q");
+    const valueLabels = [...new Set(runs.map((r) => r.spec.value_label))];
+    add("value", valueLabels.length === 1 && valueLabels[0] ? valueLabels[0] : "value");
     for (const kind of kinds) {
       if (kind === "prob") {
         add("chosen", "P(chosen)", { fmt: pct }, kind);
         add("entropy", "entropy", {}, kind);
+      } else if (kind === "parts") {
+        add("chosen", "P(taken parts)", { fmt: pct }, kind);
+        add("entropy", "entropy (joint)", {}, kind);
+      } else if (kind === "component") {
+        // a track per component, on its bounds
+        const r0 = runs.find((r) => r.kind === kind);
+        for (let i = 0; i < r0.nD; i++) {
+          const lo = (r0.space.low || [])[i];
+          const hi = (r0.space.high || [])[i];
+          const range = Number.isFinite(lo) && Number.isFinite(hi) && hi > lo ? { lo, hi } : {};
+          add(`component_${i}`, `${r0.partNames[i]} taken`, { fmt: signed, range }, kind);
+        }
       } else {
         add("chosen", "Q(chosen)", {}, kind);
         add("margin", "Q gap", {}, kind);
@@ -646,6 +870,12 @@
     }
     add("return", "return", { bars: "reward" });
     add("peak", "map peak");
+    add("peak_down", "down peak");
+    add("memory_effect", "memory effect");
+    add("pixel_effect", "pixel effect");
+    const inputs = new Set();
+    for (const r of runs) for (const k of r.inputShares) inputs.add(k);
+    for (const k of inputs) add(k, `share: ${k.slice("input_".length)}`, { fmt: pct, range: { lo: 0, hi: 1 } });
     const objects = new Set();
     for (const r of runs) for (const k of Object.keys(r.objects)) objects.add(k);
     for (const k of objects) add(`share_${k}`, `on ${k}`, { fmt: pct });
@@ -674,6 +904,10 @@
       if (track.binary) {
         lo = 0;
         hi = 1;
+      }
+      if (track.range && track.range.hi > track.range.lo) {
+        lo = Math.min(lo, track.range.lo);
+        hi = Math.max(hi, track.range.hi);
       }
       if (hi === lo) {
         lo -= 0.5;
@@ -903,7 +1137,7 @@
     const names = el("tr");
     names.append(el("td", "", "action"));
     for (const r of runs) {
-      const cell = el("td", "n", r.names[r.action[t]]);
+      const cell = el("td", "n", r.actionText(t));
       if (runs.length > 1) cell.style.color = RUN_COLOURS[r.index];
       names.append(cell);
     }
@@ -1116,6 +1350,11 @@
       state.overlay = e.target.checked;
       render();
     };
+    $("signed").onchange = (e) => {
+      state.signed = e.target.checked;
+      render();
+    };
+    if (!runs.some((r) => r.camDown)) $("signed").parentElement.hidden = true;
     $("objects").onchange = (e) => {
       state.objects = e.target.checked;
       render();
@@ -1145,6 +1384,11 @@
           $("overlay").onchange({ target: $("overlay") });
         },
         n: () => setNorm(NORMS[(NORMS.indexOf(state.norm) + 1) % NORMS.length]),
+        s: () => {
+          if ($("signed").parentElement.hidden) return;
+          $("signed").checked = !$("signed").checked;
+          $("signed").onchange({ target: $("signed") });
+        },
         "?": () => ($("help").hidden = !$("help").hidden),
         Escape: () => ($("help").hidden = true),
       };
