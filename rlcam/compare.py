@@ -5,8 +5,10 @@ checkpoints, or one agent under two methods or targets. Two modes:
 
 - ``replay`` (default): one game; the first side acts and the second is shown the same
   observations, so both explain the same frames. Per step: does the second side choose the same
-  action, and how far apart are the maps on the policy input (Spearman rank correlation, overlap of
-  the top 10% of pixels; ``rlcam.check``'s measures).
+  action (``actions_agree``: equal for discrete and structured actions; for continuous ones every
+  component within ``COMPONENT_TOLERANCE`` of its bounds' range), and how far apart are the maps on
+  the policy input (Spearman rank correlation, overlap of the top 10% of pixels; ``rlcam.check``'s
+  measures).
 - ``own``: each side plays its own game from the same seed. While the games are still identical
   the maps are compared as in replay; after they part, only the action agreement is kept.
 
@@ -36,13 +38,14 @@ from rlcam.errors import RlcamError
 from rlcam.explainer import Explainer
 from rlcam.norm import NORMS
 from rlcam.objects import positions
-from rlcam.record import StepWriter, _stop_on_signals, auto_scale
+from rlcam.record import StepWriter, _stop_on_signals, auto_scale, observation_frames
 from rlcam.video import BackgroundFrames, FrameWriter, TraceWriter
 
 __all__ = ["CompareConfig", "CompareResult", "Side", "compare"]
 
 MODES = ("replay", "own")
 TOP_FRACTION = 0.1
+COMPONENT_TOLERANCE = 0.05  # continuous actions agree when every component is within 5% of its bounds' range
 _BANNER_BG, _RULE = (18, 18, 24), (52, 52, 64)
 _YES, _NO, _TEXT, _DIM = (140, 220, 160), (255, 120, 150), (232, 232, 236), (150, 150, 162)
 
@@ -156,16 +159,52 @@ def validate(cfg: CompareConfig) -> None:
         raise RlcamError(f"output directory {cfg.out.parent} does not exist; create it first.")
 
 
+def _obs_layout(space):
+    """An observation space's shape, or a Dict's keys with theirs."""
+    if getattr(space, "spaces", None) is not None and isinstance(space.spaces, dict):
+        return {k: _obs_layout(v) for k, v in space.spaces.items()}
+    return tuple(space.shape)
+
+
 def _check_same_spaces(agents, labels) -> None:
     """Both agents must act in the same spaces, else there is nothing to compare step by step."""
     (a, b), (la, lb) = agents, labels
-    obs_a, obs_b = a.model.observation_space, b.model.observation_space
+    obs_a, obs_b = _obs_layout(a.model.observation_space), _obs_layout(b.model.observation_space)
     act_a, act_b = a.model.action_space, b.model.action_space
-    if tuple(obs_a.shape) != tuple(obs_b.shape) or act_a != act_b:
+    if obs_a != obs_b or act_a != act_b:
         raise RlcamError(
-            f"the two agents' spaces differ ({la}: observations {tuple(obs_a.shape)}, actions {act_a}; {lb}: "
-            f"observations {tuple(obs_b.shape)}, actions {act_b}); compare agents trained on the same env."
+            f"the two agents' spaces differ ({la}: observations {obs_a}, actions {act_a}; {lb}: "
+            f"observations {obs_b}, actions {act_b}); compare agents trained on the same env."
         )
+
+
+def actions_agree(a: np.ndarray, b: np.ndarray, space) -> bool:
+    """Whether two env actions count as the same choice.
+
+    Discrete and structured (MultiDiscrete, MultiBinary) actions: equal in every part. Continuous
+    (``Box``) actions cannot be expected to be equal: they agree when ``max_i |a_i - b_i| /
+    (high_i - low_i) <= COMPONENT_TOLERANCE`` (5% of each component's range); a component with an
+    unbounded side is measured against a range of 2 (the [-1, 1] of a squashed policy).
+    """
+    from gymnasium import spaces
+
+    a, b = np.asarray(a, np.float64).reshape(-1), np.asarray(b, np.float64).reshape(-1)
+    if not isinstance(space, spaces.Box):
+        return bool(np.array_equal(a, b))
+    span = (np.asarray(space.high, np.float64) - np.asarray(space.low, np.float64)).reshape(-1)
+    span = np.where(np.isfinite(span) & (span > 0), span, 2.0)
+    return bool((np.abs(a - b) / span).max() <= COMPONENT_TOLERANCE)
+
+
+def _same_obs(a, b) -> bool:
+    if isinstance(a, dict) or isinstance(b, dict):
+        return (
+            isinstance(a, dict)
+            and isinstance(b, dict)
+            and a.keys() == b.keys()
+            and all(np.array_equal(a[k], b[k]) for k in a)
+        )
+    return bool(np.array_equal(a, b))
 
 
 class _Latest:
@@ -239,14 +278,16 @@ def compare(cfg: CompareConfig, on_step: Callable[[int, int | None], None] | Non
             )
             for agent, side in zip(agents, cfg.sides, strict=True)
         ]
-        if not all(e.family.discrete for e in explainers):
-            raise RlcamError("compare explains discrete actions; one of the agents acts in a continuous space.")
         metas = [
             dict(
                 rlcam_version=rlcam.__version__,
                 env=cfg.env,
                 env_id=env_id,
                 algo=agent.algo,
+                family=ex.family.name,
+                agreement_rule=None
+                if ex.family.discrete or ex.family.bar_kind != "component"
+                else f"max |a - b| <= {COMPONENT_TOLERANCE:g} x (high - low) over components",
                 agent=str(side.agent),
                 agent_sha256=agent.sha256,
                 target=ex.target,
@@ -298,7 +339,8 @@ def compare(cfg: CompareConfig, on_step: Callable[[int, int | None], None] | Non
         interrupted=stop.requested,
     )
     if cfg.report and loop.steps:
-        result.page = write_compare_report(cfg, labels, shown, per_step, spans)
+        spaces = (agents[0].model.action_space, agents[0].model.observation_space)
+        result.page = write_compare_report(cfg, labels, shown, per_step, spans, spaces)
     return result
 
 
@@ -314,23 +356,32 @@ class _Loop:
             for ex, sink, trace in zip(explainers, self.sinks, self.traces, strict=True)
         ]
         self.steps = self.games = 0
+        self.action_space = explainers[0].policy.action_space
+        self.image_key = explainers[0].image_key
+
+    def frames(self, venv, obs) -> list[np.ndarray]:
+        """What the video shows: the env's frame, or a Dict observation's image key (as ``rlcam record``)."""
+        return frames(venv) if self.image_key is None else observation_frames(obs[self.image_key])
 
     def run(self, video, stop, on_step) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
         """Returns the frames shown (side a's, and side b's in own mode) and the per-step comparison."""
         cfg = self.cfg
         obs = [venv.reset() for venv in self.venvs]
-        raw = [frames(venv) for venv in self.venvs]
+        raw = [self.frames(venv, o) for venv, o in zip(self.venvs, obs, strict=True)]
         for w in self.writers:
             w.scale = cfg.scale or auto_scale(raw[0][0].shape[0])
         shown: list[list[np.ndarray]] = [[] for _ in self.venvs]
         rows: dict[str, list[float]] = {"agree": [], "correlation": [], "top_overlap": []}
         own = cfg.mode == "own"
+        starts = [np.ones(1, dtype=bool) for _ in self.venvs]  # a recurrent policy's memory starts fresh
         while not stop.requested and self.steps < cfg.steps:
             seen = [obs[i] if own else obs[0] for i in range(2)]  # replay: b is shown a's observation
-            explained = [ex.explain(seen[i]) for i, ex in enumerate(self.explainers)]
-            agree = float(explained[0].actions[0] == explained[1].actions[0])
+            explained = [
+                ex.explain(seen[i], episode_start=starts[i if own else 0]) for i, ex in enumerate(self.explainers)
+            ]
+            agree = float(actions_agree(explained[0].actions[0], explained[1].actions[0], self.action_space))
             corr = iou = np.nan
-            if np.array_equal(seen[0], seen[1]):  # own mode: until the two games part
+            if _same_obs(seen[0], seen[1]):  # own mode: until the two games part
                 maps = [e.cam_input[0] for e in explained]
                 corr, iou = rank_correlation(*maps), top_iou(*maps, TOP_FRACTION)
             # Step the game(s): replay steps the one env with a's action; own steps each side's env.
@@ -350,7 +401,8 @@ class _Loop:
                 rows[key].append(value)
             video.append(side_by_side(self.sinks[0].frame, self.sinks[1].frame, self.banner(agree, corr, iou)))
             obs = [outcome[1] for outcome in outcomes]
-            raw = [frames(venv) for venv in self.venvs]
+            starts = [np.asarray(outcome[3], dtype=bool) for outcome in outcomes]
+            raw = [self.frames(venv, o) for venv, o in zip(self.venvs, obs, strict=True)]
             self.steps += 1
             if on_step is not None:
                 on_step(self.steps, cfg.steps)
@@ -367,9 +419,18 @@ class _Loop:
         return parts
 
 
-def write_compare_report(cfg, labels, shown, per_step, spans) -> Path:
+def write_compare_report(cfg, labels, shown, per_step, spans, spaces) -> Path:
     """The two-run page: both views, both panels, and the divergence tracks on one timeline."""
-    from rlcam.report import ReportRun, binary, check_output, page_html, payload_for, trace_arrays, write_atomic
+    from rlcam.report import (
+        ReportRun,
+        binary,
+        check_output,
+        page_html,
+        payload_for,
+        space_info,
+        trace_arrays,
+        write_atomic,
+    )
 
     check_output(cfg.page, cfg.overwrite)
     runs = []
@@ -379,7 +440,8 @@ def write_compare_report(cfg, labels, shown, per_step, spans) -> Path:
             arrays.pop(key, None)
         frames_i = shown[i] if cfg.mode == "own" else shown[0]
         role = "acts" if i == 0 else ("explains A's frames" if cfg.mode == "replay" else "plays its own game")
-        runs.append(ReportRun(f"{'AB'[i]} \u00b7 {labels[i]} ({role})", meta, arrays, frames_i, notes))
+        space = space_info(spaces[0], spaces[1], str(meta.get("layer", "")))
+        runs.append(ReportRun(f"{'AB'[i]} \u00b7 {labels[i]} ({role})", meta, arrays, frames_i, notes, space))
     compare_info = {
         "mode": cfg.mode,
         "agree": binary(per_step["agree"].astype(np.uint8), "u1"),

@@ -145,3 +145,68 @@ def test_compare_report_shows_both_agents(browser, replayed):  # noqa: F811
     button = card.find_element("css selector", "button")
     button.click()
     assert counter(browser) == result.spans[0]["start"] == int(button.get_attribute("data-step"))
+
+
+# -- other policy families ---------------------------------------------------------------------------------
+
+STEER = "rlcam.toyenv:SteerToDot-v0"
+
+
+def _steer_agent(path: Path, bias: tuple[float, float]) -> Path:
+    """An untrained continuous PPO on the steering toy env whose means sit near ``bias``."""
+    import torch
+    from stable_baselines3 import PPO
+
+    from tests.test_families_cli import _save
+
+    _save("ppo", STEER, path)
+    model = PPO.load(path, device="cpu")
+    with torch.no_grad():
+        model.policy.action_net.bias.copy_(torch.tensor(bias))
+    model.save(path)
+    return path
+
+
+def test_continuous_agreement_is_within_5_percent_of_each_range():
+    from gymnasium import spaces
+
+    from rlcam.compare import actions_agree
+
+    box = spaces.Box(np.array([-1, 0], np.float32), np.array([1, 10], np.float32), dtype=np.float32)
+    assert actions_agree([0.0, 5.0], [0.1, 5.5], box)  # 5% of 2 and 5% of 10: just within
+    assert not actions_agree([0.0, 5.0], [0.11, 5.0], box)  # 5.5% of the first range
+    assert not actions_agree([0.0, 5.0], [0.0, 5.6], box)  # 6% of the second
+    unbounded = spaces.Box(-np.inf, np.inf, (1,), np.float32)  # measured against a range of 2
+    assert actions_agree([0.3], [0.39], unbounded) and not actions_agree([0.3], [0.41], unbounded)
+    parts = spaces.MultiDiscrete([3, 3])
+    assert actions_agree([1, 2], [1, 2], parts) and not actions_agree([1, 2], [1, 0], parts)
+    assert actions_agree(3, 3, spaces.Discrete(4)) and not actions_agree(3, 2, spaces.Discrete(4))
+
+
+def test_two_continuous_agents_agree_by_the_rule(tmp_path):
+    a = _steer_agent(tmp_path / "a.zip", (0.4, -0.7))
+    results = {}
+    for name, bias in (("near", (0.42, -0.7)), ("far", (0.7, -0.7))):
+        b = _steer_agent(tmp_path / f"{name}.zip", bias)
+        cfg = CompareConfig(sides=[Side(a), Side(b)], env=STEER, steps=8, out=tmp_path / f"{name}.mp4", report=True)
+        results[name] = compare(cfg)
+        side_a, side_b = (load_trace(p) for p in cfg.traces)
+        independent = (np.abs(side_a["action"] - side_b["action"]).max(axis=1) / 2.0 <= 0.05).astype(np.float32)
+        np.testing.assert_array_equal(side_b["agree"], independent)
+        assert "0.05" in side_b.meta["agreement_rule"]
+    assert results["near"].agreement == 1.0 and results["far"].agreement == 0.0
+    assert results["far"].page.is_file()
+
+
+def test_continuous_compare_page_shows_both_agents(browser, tmp_path):  # noqa: F811
+    a = _steer_agent(tmp_path / "a.zip", (0.4, -0.7))
+    b = _steer_agent(tmp_path / "b.zip", (-0.2, 0.3))
+    cfg = CompareConfig(sides=[Side(a), Side(b)], env=STEER, steps=6, out=tmp_path / "c.mp4", report=True)
+    result = compare(cfg)
+    open_page(browser, result.page, "#step=2")
+    assert console_errors(browser) == []
+    views = browser.find_elements("css selector", ".run")
+    assert len(views) == 2 and views[1].find_element("css selector", ".agree").text == "disagree"
+    side_b = load_trace(cfg.traces[1])
+    nums = [e.text for e in views[1].find_elements("css selector", ".bars.components .num")]
+    assert [float(n.replace("\u2212", "-")) for n in nums] == pytest.approx(side_b["action"][2], abs=5e-4)

@@ -501,3 +501,210 @@ def test_qrdqn_page_shows_q_values(browser, qrdqn_page):
     assert console_errors(browser) == []
     assert "q-values" in browser.find_element("css selector", ".panel").text.lower()
     assert browser.find_element("css selector", "#timeline").get_attribute("data-plot-width")
+
+
+# -- every policy family -------------------------------------------------------------------------------------
+
+TOY = "rlcam.toyenv:SteerToDot-v0"
+PARTS = "rlcam.toyenv:SteerToDotParts-v0"
+FIND = "rlcam.toyenv:FindTarget-v0"
+GRID = "rlcam.gridenvs:RlcamMiniGrid-Empty-5x5-v0"
+FAMILY_STEPS = 12
+BIAS = (0.4, -0.7)  # the continuous agent's means, so its component bars are not all at 0
+
+
+def _dict_agent(path: Path) -> Path:
+    import warnings
+
+    import stable_baselines3 as sb3
+    from stable_baselines3.common.env_util import make_vec_env
+
+    import rlcam.gridenvs  # noqa: F401  (registers the ids)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        venv = make_vec_env(GRID.split(":")[1], n_envs=1, seed=0)
+        sb3.PPO("MultiInputPolicy", venv, n_steps=16, seed=0, device="cpu").save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def families(tmp_path_factory):
+    """Tiny untrained agents of each family, recorded with ``rlcam record --report``: {name: (trace, page)}."""
+    from stable_baselines3 import PPO
+
+    from tests.test_families_cli import _save
+
+    root = tmp_path_factory.mktemp("families")
+    box = _save("ppo", TOY, root / "box.zip")
+    model = PPO.load(box, device="cpu")
+    with torch.no_grad():
+        model.policy.action_net.bias.copy_(torch.tensor(BIAS))
+    model.save(box)
+    agents = {
+        "box": (box, TOY, ["--save-obs"]),
+        "parts": (_save("ppo", PARTS, root / "parts.zip"), PARTS, []),
+        "lstm": (_save("recurrent", FIND, root / "lstm.zip"), FIND, []),
+    }
+    try:
+        import minigrid  # noqa: F401
+
+        agents["grid"] = (_dict_agent(root / "grid.zip"), GRID, ["--save-obs"])
+    except ImportError:
+        pass
+    out = {}
+    for name, (agent, env, extra) in agents.items():
+        video = root / f"{name}.mp4"
+        argv = ["record", "--env", env, "--agent", agent, "--steps", FAMILY_STEPS, "--out", video, "--report"]
+        assert main([str(a) for a in [*argv, "--quiet", *extra]]) == 0, name
+        out[name] = (video.with_suffix(".npz"), video.with_suffix(".html"))
+    return out
+
+
+def _family(families, name):
+    if name not in families:
+        pytest.skip("MiniGrid envs need the minigrid package (in the dev extra)")
+    return families[name]
+
+
+def expected_signed_view(run, k: int, signed: bool = True, alpha: float = 0.6) -> np.ndarray:
+    """Step k as the recorder draws a signed map: both sides on one running scale, the "pushes it down"
+    side painted over the map in the cool ramp (rlcam.record.StepWriter + rlcam.render.compose)."""
+    from rlcam.colormap import LUT_DOWN
+
+    scale = page_scale(run)
+    up, down = run.arrays["cam"], run.arrays["cam_down"]
+    normalizer = Normalizer("running", 1)
+    for t in range(k + 1):
+        full = normalizer.update(np.maximum(up[t], down[t])[None])[0]
+    h, w = run.frames.shape[1:3]
+    ys, xs = (torch.from_numpy(m) for m in placement(run.meta).frame_matrices(h * scale, w * scale))
+    game = Image.fromarray(run.frames[k]).resize((w * scale, h * scale), Image.Resampling.NEAREST)
+    _paint_heat(game, Image.fromarray(_placed_indices(up[k], full, ys, xs)), alpha)
+    if signed:
+        _paint_heat(game, Image.fromarray(_placed_indices(down[k], full, ys, xs)), alpha, LUT_DOWN.tobytes())
+    return np.asarray(game)
+
+
+def test_every_family_replays_exactly(families):
+    """The replay reproduced each run (rewards, ends, stored observations), with continuous and structured actions."""
+    for name in families:
+        run = run_from_trace(families[name][0])
+        assert run.steps == FAMILY_STEPS and families[name][1].is_file(), name
+    box = run_from_trace(families["box"][0])
+    assert box.space == {"low": [-1.0, -1.0], "high": [1.0, 1.0]}
+    np.testing.assert_allclose(box.arrays["action"], np.tile(BIAS, (FAMILY_STEPS, 1)), atol=0.05)
+    assert run_from_trace(families["parts"][0]).space == {"sizes": [3, 3]}
+
+
+def test_a_continuous_trace_with_a_changed_reward_is_refused(families, tmp_path, capsys):
+    bad = _tampered_at(families["box"][0], tmp_path / "bad.npz", step=5)
+    code, _, err = run_cli(["report", bad, "--out", tmp_path / "bad.html"], capsys)
+    assert code == 2 and "reward differs at step 5" in err and not (tmp_path / "bad.html").exists()
+
+
+def _tampered_at(src: Path, dst: Path, step: int) -> Path:
+    with np.load(src) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["reward"] = arrays["reward"].copy()
+    arrays["reward"][step] += 0.01
+    np.savez(dst, **arrays)
+    return dst
+
+
+def test_dict_frames_are_the_observed_image_key(families):
+    """A Dict run's frames are its image key as the agent saw it (the trace's stored obs), not the render."""
+    trace, _ = _family(families, "grid")
+    run = run_from_trace(trace)
+    assert run.space["image_key"] == "image" and run.space["input_names"] == ["direction", "image"]
+    np.testing.assert_array_equal(run.frames, run.arrays["obs_image"].transpose(0, 2, 3, 1))
+    s = series(run)
+    np.testing.assert_array_equal(s["input_image"], run.arrays["input_shares"][:, 1])
+
+
+def test_family_series_against_an_independent_computation(families):
+    box = run_from_trace(families["box"][0])
+    s = series(box)
+    np.testing.assert_array_equal(s["component_1"], box.arrays["action"][:, 1])
+    assert "margin" not in s and "chosen" not in s  # no "chosen action's probability" for a continuous one
+    parts = run_from_trace(families["parts"][0])
+    s = series(parts)
+    p, a = parts.arrays["action_values"].astype(np.float64), parts.arrays["action"]
+    joint = [p[t, a[t, 0]] * p[t, 3 + a[t, 1]] for t in range(FAMILY_STEPS)]
+    np.testing.assert_allclose(s["chosen"], joint, rtol=1e-9)
+    entropy = [-sum(x * np.log(x) for x in row) for row in p]  # two independent parts: entropies add
+    np.testing.assert_allclose(s["entropy"], entropy, rtol=1e-9)
+    lstm = run_from_trace(families["lstm"][0])
+    np.testing.assert_array_equal(series(lstm)["memory_effect"], lstm.arrays["memory_effect"])
+
+
+def test_continuous_page_draws_frame_k_with_both_signs(browser, families):
+    from selenium.webdriver.common.keys import Keys
+
+    trace, page = families["box"]
+    run = run_from_trace(trace)
+    k = 7
+    open_page(browser, page, f"#step={k}")
+    assert console_errors(browser) == []
+    both = shows(browser, k).astype(int)
+    want = expected_signed_view(run, k).astype(int)
+    assert np.abs(both - want).max() <= 3 and (both != want).mean() < 0.01
+    browser.find_element("id", "signed").click()  # the "pushes down" side off: the warm map alone
+    up = canvas(browser)[0].astype(int)
+    assert (up != both).any()
+    want = expected_signed_view(run, k, signed=False).astype(int)
+    assert np.abs(up - want).max() <= 3 and (up != want).mean() < 0.01
+    press(browser, "s")
+    np.testing.assert_array_equal(canvas(browser)[0], both)
+    browser.find_element("id", "overlay").click()  # no map at all: exactly the recorded frame k
+    s = page_scale(run)
+    np.testing.assert_array_equal(canvas(browser)[0], run.frames[k].repeat(s, axis=0).repeat(s, axis=1))
+    # the component bars show the trace's values, the deterministic action's tick within the bounds
+    nums = [e.text for e in browser.find_elements("css selector", ".bars.components .num")]
+    minus = "\u2212"
+    assert nums == [f"{'+' if v >= 0 else minus}{abs(v):.3f}" for v in run.arrays["action"][k]]
+    ticks = browser.execute_script(
+        "return [...document.querySelectorAll('.bars.components .tick')].map(e => parseFloat(e.style.left))"
+    )
+    np.testing.assert_allclose(ticks, (run.arrays["action_values"][k] + 1) / 2 * 100, atol=1e-3)
+    tracks = browser.execute_script("return window.rlcam.tracks()")
+    assert {"a0 taken", "a1 taken", "down peak"} <= set(tracks)
+    press(browser, Keys.ARROW_RIGHT)
+    assert counter(browser) == k + 1
+    assert console_errors(browser) == []
+
+
+def test_dict_page_draws_the_image_key_and_its_shares(browser, families):
+    trace, page = _family(families, "grid")
+    run = run_from_trace(trace)
+    k = 5
+    open_page(browser, page, f"#step={k}")
+    assert console_errors(browser) == []
+    got = shows(browser, k).astype(int)
+    want = expected_view(run, k, "running").astype(int)
+    assert np.abs(got - want).max() <= 3 and (got != want).mean() < 0.01
+    browser.find_element("id", "overlay").click()
+    s = page_scale(run)
+    obs = run.arrays["obs_image"][k].transpose(1, 2, 0)  # what the agent saw, channel-last
+    np.testing.assert_array_equal(canvas(browser)[0], obs.repeat(s, axis=0).repeat(s, axis=1))
+    shares = [e.text for e in browser.find_elements("css selector", ".input-shares .num")]
+    assert shares == [f"{100 * v:.1f}%" for v in run.arrays["input_shares"][k]]
+    assert "share: image" in browser.execute_script("return window.rlcam.tracks()")
+    assert not browser.find_element("id", "signed").is_displayed()  # no signed map here
+
+
+def test_structured_and_recurrent_pages(browser, families):
+    run = run_from_trace(families["parts"][0])
+    open_page(browser, families["parts"][1], "#step=3")
+    assert console_errors(browser) == []
+    marked = [e.text for e in browser.find_elements("css selector", ".part-group .name.on")]
+    assert marked == [f"a{p}={c}" for p, c in enumerate(run.arrays["action"][3])]  # the taken choice of each part
+    assert len(browser.find_elements("css selector", ".tile canvas")) == 2  # a tile per part
+    lstm = run_from_trace(families["lstm"][0])
+    open_page(browser, families["lstm"][1], "#step=4")
+    assert console_errors(browser) == []
+    assert {"memory effect", "pixel effect"} <= set(browser.execute_script("return window.rlcam.tracks()"))
+    stats = browser.find_elements("css selector", ".stat")
+    memory = next(e for e in stats if e.find_element("css selector", ".k").text.lower() == "memory effect")
+    shown = float(memory.find_element("css selector", ".v").text)
+    assert shown == pytest.approx(float(lstm.arrays["memory_effect"][4]), rel=1e-3)

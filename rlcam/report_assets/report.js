@@ -1415,6 +1415,7 @@
       return state.norm;
     },
     goto,
+    tracks: () => tl.tracks.map((t) => t.label), // the timeline's tracks, top to bottom
     lastDrawMs: 0,
     firstFrameMs: null,
   };
