@@ -39,10 +39,10 @@ sys.path.insert(0, str(ROOT))
 from rlcam.agents import load_agent  # noqa: E402
 from rlcam.cam import METHODS  # noqa: E402
 from rlcam.explainer import Explainer  # noqa: E402
+from rlcam.families import family_for  # noqa: E402
 from rlcam.geometry import stretch_matrix  # noqa: E402
 from rlcam.perturb import gaussian_blur  # noqa: E402
 from rlcam.sanity import rollout_observations, sanity  # noqa: E402
-from rlcam.targets import policy_forward  # noqa: E402
 from rlcam.toyenv import FindTarget  # noqa: E402
 
 PLACEMENTS = ("bilinear", "rf")
@@ -181,9 +181,10 @@ def sanity_row(agent, obs: np.ndarray, row: Row) -> dict | None:
 def action_probs(agent, x: torch.Tensor, actions: np.ndarray, batch: int = 128) -> np.ndarray:
     """Probability (softmax of logits or Q-values) of ``actions`` for float inputs in observation units."""
     out = []
+    family = family_for(agent)
     with torch.no_grad():
         for i in range(0, len(x), batch):
-            scores = policy_forward(agent.policy, agent.algo, x[i : i + batch]).action_scores
+            scores = family.forward(x[i : i + batch]).action_scores
             out.append(torch.softmax(scores, dim=1)[torch.arange(len(scores)), actions[i : i + batch]].numpy())
     return np.concatenate(out)
 

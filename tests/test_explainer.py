@@ -10,7 +10,10 @@ from rlcam.agents import load_agent
 from rlcam.cam import grad_cam, hires_cam, layer_cam
 from rlcam.errors import RlcamError
 from rlcam.explainer import Explainer, conv_layers, default_layer
-from rlcam.targets import TARGETS
+from rlcam.families.discrete import DiscreteActorCritic, QNetwork
+
+TARGETS = {"ppo": DiscreteActorCritic.targets, "a2c": DiscreteActorCritic.targets}
+TARGETS.update(dqn=QNetwork.targets, qrdqn=QNetwork.targets)
 
 # -- an independent Grad-CAM: hand-written gradient of the fully connected head, numpy formula ----------
 
