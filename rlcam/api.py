@@ -97,7 +97,10 @@ class ExplainedPolicy:
         policy = self.agent.policy
         name = type(self.agent.model).__name__
         if not isinstance(policy.observation_space, spaces.Box):
-            raise RlcamError(f"this {name} observes {policy.observation_space}; rlcam explains image observations.")
+            raise RlcamError(
+                f"this {name} observes {policy.observation_space}; ExplainedPolicy takes image observations "
+                "(for Dict ones use rlcam.Explainer, which takes a dict of arrays)."
+            )
         if layer is None and not conv_layers(self.agent):
             raise RlcamError(f"this {name} has no convolutional layer (an MLP policy?); Grad-CAM needs a CNN policy.")
         self.explainer = Explainer(
@@ -209,6 +212,8 @@ class ExplainedPolicy:
             return self.explainer.explain(obs, actions=actions)
 
     def _check_actions(self, actions, n: int) -> np.ndarray:
+        if not self.explainer.family.discrete:  # vectors: the family checks them (rlcam.families)
+            return np.asarray(actions)
         given = np.asarray(actions)
         if given.dtype.kind not in "iu" and not (given.dtype.kind == "f" and np.array_equal(given, np.round(given))):
             raise RlcamError(f"actions must be integers, got {given.dtype}.")

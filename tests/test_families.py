@@ -503,3 +503,18 @@ def test_continuous_hand_written_head_equals_autograd(target):
     with Explainer(agent, target=target, deterministic=False, seed=1) as explainer:  # sampling: autograd
         assert np.isfinite(explainer.explain(obs).actions).all()
     venv.close()
+
+
+def test_explained_policy_serves_a_continuous_agent():
+    from rlcam.api import ExplainedPolicy
+
+    venv = venv_for(BOX)
+    model = build("sac", venv)
+    obs = venv.reset()
+    with ExplainedPolicy(model) as policy:
+        actions, _, explanation = policy.predict(obs, deterministic=True)
+        again = policy.explain(obs, actions=actions)
+    predicted, _ = model.predict(obs, deterministic=True)
+    np.testing.assert_allclose(actions, predicted, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(again.cam, explanation.cam, rtol=1e-5, atol=1e-8)
+    venv.close()
