@@ -1,6 +1,12 @@
-"""Score a saved SB3 Atari agent with plain SB3, the protocol the model cards quote.
+"""Score a saved SB3 agent with plain SB3, the protocol the model cards quote.
 
     python scripts/evaluate_agent.py agents/breakout_ppo.zip --games 10 --seed 100
+    python scripts/evaluate_agent.py agents/minigrid_empty6_ppo.zip \
+        --env rlcam.gridenvs:RlcamMiniGrid-Empty-Random-6x6-v0 --games 100 --seed 10000 --deterministic
+
+Any env rlcam records works (``rlcam.envs.make_env``): for a non-Atari env a "game" is one episode,
+ended by the env itself (termination or its own time limit, e.g. CarRacing's 1,000 steps), and the
+success share (episodes with a positive return: MiniGrid's "goal reached") is printed too.
 
 Protocol: ``--games`` envs built like training (SB3 ``make_atari_env``: noop reset,
 frame skip 4, episodic life with fire reset, 84x84 grey, 4-frame stack), env i seeded
@@ -27,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rlcam.agents import load_agent  # noqa: E402  (validates the zip, detects the algorithm)
 from rlcam.envs import make_env  # noqa: E402
+from rlcam.errors import RlcamError  # noqa: E402
 
 
 def evaluate(path: Path, env: str, games: int, seed: int, deterministic: bool, max_steps: int) -> dict:
@@ -59,6 +66,7 @@ def evaluate(path: Path, env: str, games: int, seed: int, deterministic: bool, m
         sha256=agent.sha256,
         algo=agent.algo,
         env_id=info.env_id,
+        atari=info.atari,
         games=games,
         seed=seed,
         actions="deterministic" if deterministic else "sampled",
@@ -67,6 +75,7 @@ def evaluate(path: Path, env: str, games: int, seed: int, deterministic: bool, m
         scores=[None if np.isnan(s) else float(s) for s in scores],
         lengths=lengths.tolist(),
         mean=float(np.nanmean(scores)) if capped < games else float("nan"),
+        success_share=float(np.mean(np.nan_to_num(scores, nan=0.0) > 0)),
         std=float(np.nanstd(scores)) if capped < games else float("nan"),
         seconds=round(time.time() - started, 1),
     )
@@ -85,10 +94,16 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    result = evaluate(args.agent, args.env, args.games, args.seed, args.deterministic, args.max_steps)
+    try:
+        result = evaluate(args.agent, args.env, args.games, args.seed, args.deterministic, args.max_steps)
+    except RlcamError as error:
+        sys.exit(f"evaluate_agent: {error}")
+    atari = result["atari"]
+    digits = 1 if abs(result["mean"]) >= 10 else 3
+    success = "" if atari else f"; success {result['success_share']:.0%}"
     print(
         f"{result['algo'].upper()} {result['env_id']} {result['actions']}: "
-        f"{result['mean']:.1f} +- {result['std']:.1f} over {args.games} games "
+        f"{result['mean']:.{digits}f} +- {result['std']:.{digits}f} over {args.games} games{success} "
         f"(seeds {args.seed}..{args.seed + args.games - 1}; {result['games_hitting_cap']} hit the step cap; "
         f"{result['seconds']} s)"
     )
