@@ -137,9 +137,30 @@ def rectified_layers(agent: Agent, up_to: str, target: str | None = None) -> lis
         raise RlcamError(
             f"the fine mode fuses conv blocks; layer {up_to!r} is not one of {', '.join(candidates) or 'none'}."
         )
-    before = candidates[: candidates.index(up_to)]
+    # Dict observations: only the layer's own image key's extractor feeds it
+    before = [name for name in candidates[: candidates.index(up_to)] if _key_root(name) == _key_root(up_to)]
     rectified = [name for name in before if isinstance(agent.policy.get_submodule(split_call(name)[0]), _ACTIVATIONS)]
     return rectified + [up_to]
+
+
+def _key_root(name: str) -> str:
+    """``...extractors.<key>`` for a layer of SB3's CombinedExtractor (a Dict observation's key); else ''."""
+    parts = name.split(".")
+    return ".".join(parts[: parts.index("extractors") + 2]) if "extractors" in parts else ""
+
+
+def key_layers(agent: Agent, target: str | None = None) -> dict[str, str]:
+    """Each image key of a Dict observation -> the default layer of its extractor (its last rectified
+    conv output), in the observation space's key order; empty for image-only agents."""
+    space = agent.policy.observation_space
+    if not isinstance(space, spaces.Dict):
+        return {}
+    layers = {}
+    for key in space.spaces:
+        mine = [name for name in conv_layers(agent, target) if _key_root(name).endswith(f"extractors.{key}")]
+        if mine:
+            layers[key] = mine[-1]
+    return layers
 
 
 def resolve_layer(agent: Agent, name: str, target: str | None = None) -> nn.Module:
@@ -228,6 +249,10 @@ class Explanation:
     # al.'s blur, sigma 3 px) with the state kept. None for feed-forward policies.
     memory_effect: np.ndarray | None = None
     pixel_effect: np.ndarray | None = None
+    # Dict observations with several image keys (extras): every other image key's map of the same
+    # score and action, at its own extractor's default layer, on its own input grid, (N, H_k, W_k)
+    # float32 each, like ``cam_input``. None otherwise.
+    key_cams: dict[str, np.ndarray] | None = None
 
     def sample(self, i: int) -> Explanation:
         """Observation ``i``'s explanation, without the batch axis (fields that are None stay None)."""
@@ -300,10 +325,10 @@ class Explainer:
         self._dict = isinstance(self.policy.observation_space, spaces.Dict)
         # Dict observations: the key whose image the layer sees (None for image-only agents)
         self.image_key = _image_key(self.policy.observation_space, self.layer_name) if self._dict else None
-        if self._dict and self._method.needs not in (*_GRADIENT_NEEDS, "acts"):
+        if self._dict and self._method.needs not in (*_GRADIENT_NEEDS, "acts", "layers"):
             raise RlcamError(
                 f"method {method!r} perturbs or differentiates one image input; for Dict observations use "
-                "gradcam, gradcam++, hirescam, xgradcam, layercam, counterfactual or eigencam."
+                "gradcam, gradcam++, hirescam, xgradcam, layercam, counterfactual, eigencam or fine."
             )
         if self.family.recurrent and self._method.needs not in (*_GRADIENT_NEEDS, "acts"):
             raise RlcamError(
@@ -336,6 +361,9 @@ class Explainer:
         self._state = None  # what a recurrent family carries between steps
         for name in self.layers:  # validate early
             make_placement(placement, (1, 1), (1, 1), grid=layer_grid(agent, name))
+        # Dict observations with several image keys: one explainer per other key, at its own default
+        # layer, built on first use (extras only); each runs one more explained pass.
+        self._others: dict[str, Explainer] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -472,7 +500,7 @@ class Explainer:
         elif needs == "masked_scores":
             cam = self._method.fn(acts[0], self._masked_scores(obs_t, acts[0], actions))
         elif needs == "guided":
-            cam_input = self._on_input(0, grad_cam(acts[0], grads[0]), obs.shape[2:])
+            cam_input = self._on_input(0, grad_cam(acts[0], grads[0]), self._input_hw(obs))
             cam, shares = self._method.fn(self._guided_input_grads(obs_t, actions), cam_input)
         elif needs == "perturbation":
             cam = self._method.fn(perturbation_shift(obs_t.float(), functools.partial(self._outputs, actions=actions)))
@@ -484,7 +512,8 @@ class Explainer:
             cam = self._method.fn(self._path_gradient(x, actions), x - ig.BASELINE)
         else:  # "layers": LayerCAM of the input itself, then of each hooked layer placed on the input
             maps = [layer_cam(a, g) for a, g in zip(acts, grads, strict=True)]
-            cam = self._method.fn([maps[0]] + [self._on_input(i, m, obs.shape[2:]) for i, m in enumerate(maps[1:])])
+            input_hw = self._input_hw(obs)
+            cam = self._method.fn([maps[0]] + [self._on_input(i, m, input_hw) for i, m in enumerate(maps[1:])])
         cam = cam.detach().float()
         input_hw = self._input_hw(obs)
         action_cams = tile_scores = None
@@ -525,6 +554,7 @@ class Explainer:
         if self._dict and self.extras:
             shares, attributions = self._key_attributions(obs_t, actions, state)
             explanation.input_shares, explanation.input_attributions = shares, attributions
+            explanation.key_cams = self._other_key_maps(obs, obs_t, actions, state) or None
         if self.family.recurrent and state is not None and self.extras:
             explanation.memory_effect, explanation.pixel_effect = self._memory_vs_pixels(obs_t, actions, state, score)
         return explanation, forward
@@ -559,6 +589,23 @@ class Explainer:
         """The explained image's (H, W): the observation's, or the layer's image key's."""
         image = obs[self.image_key] if isinstance(obs, dict) else obs
         return tuple(image.shape[2:])
+
+    def _other_key_maps(self, obs, obs_t, actions: torch.Tensor, state) -> dict[str, np.ndarray]:
+        """Every other image key's ``cam_input`` for the same target and actions (see ``Explanation.key_cams``)."""
+        if self._others is None:
+            others = {k: layer for k, layer in key_layers(self.agent, self.target).items() if k != self.image_key}
+            self._others = {
+                key: Explainer(
+                    self.agent, self.target, layer, self.method, self.placement_name, self.deterministic, self.seed
+                )
+                for key, layer in others.items()
+            }
+        maps = {}
+        with self._extra_pass():  # this explainer's hooks stay out of the other keys' passes
+            for key, other in self._others.items():
+                with other:
+                    maps[key] = other._explain(obs, obs_t, actions, state, [])[0].cam_input
+        return maps
 
     def _key_attributions(self, obs_t: dict, actions: torch.Tensor, state):
         """Gradient x input of the explained score for every key of a Dict observation, from one
@@ -751,7 +798,10 @@ class Explainer:
         """
         self._acts = [[] for _ in self.layers]
         self._calls = [0 for _ in self.layers]
-        x = obs_t.float().requires_grad_(True) if self._from_input else obs_t
+        x = obs_t
+        if self._from_input:  # Dict observations: the leaf is the layer's image key, the other keys as given
+            leaf = (obs_t[self.image_key] if self._dict else obs_t).float().requires_grad_(True)
+            x = {**obs_t, self.image_key: leaf} if self._dict else leaf
         tile_grads = []
         try:
             # Without a graph up to the layer, whose hook enables grad; leaving restores the mode.
@@ -766,7 +816,7 @@ class Explainer:
                             f"layer {name!r} ran {len(seen)} times in one forward; choose a layer the "
                             f"score depends on once: {', '.join(conv_layers(self.agent, self.target))}."
                         )
-                acts = ([x] if self._from_input else []) + [seen[0] for seen in self._acts]
+                acts = ([leaf] if self._from_input else []) + [seen[0] for seen in self._acts]
                 grads = None
                 if want is not None:
                     if not score.requires_grad:

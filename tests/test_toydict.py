@@ -1,0 +1,148 @@
+"""Dict known-attention envs (rlcam.toydict): the env's rules, the ``fine`` mode and the maps of
+every image key on Dict observations against formulas computed here, and the shipped agents:
+where their maps point and which key's share decides."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rlcam.api import as_agent
+from rlcam.explainer import Explainer, key_layers
+from rlcam.toydict import DOT, IDS, SIZE, SteerDict, centre, to_unit
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# -- the env --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", list(IDS))
+def test_the_goal_is_the_deciding_input_and_only_the_goal_earns_the_whole_reward(variant):
+    env, twin = SteerDict(variant), SteerDict(variant)  # the same seed: the same frames
+    obs, _ = env.reset(seed=3)
+    twin.reset(seed=3)
+    for _ in range(20):
+        for key in env.image_keys:  # every image draws its dot (a decoy in "right") where the env says
+            y, x = env.dots[key]
+            assert (obs[key][y : y + DOT, x : x + DOT] == (255, 220, 40)).all()
+            assert (obs[key] == (255, 220, 40)).all(axis=2).sum() == DOT * DOT
+        if variant == "vector":
+            np.testing.assert_array_equal(env.goal(), obs["cue"])
+        else:
+            np.testing.assert_allclose(env.goal(), to_unit(centre(env.dots[env.deciding_key])))
+        goal = env.goal()
+        before = dict(env.dots), env.cue.copy()
+        assert twin.step(np.where(goal > 0, goal - 0.4, goal + 0.4))[1] == pytest.approx(0.6)
+        obs, reward, *_ = env.step(goal)
+        assert reward == pytest.approx(1.0)
+        assert before[0] != env.dots and not np.array_equal(before[1], env.cue)  # a fresh frame each step
+
+
+def test_the_corners_of_the_image_map_to_the_action_bounds():
+    np.testing.assert_allclose(to_unit((0, SIZE - 1)), [-1.0, 1.0])
+    with pytest.raises(ValueError, match="decides must be one of"):
+        SteerDict("audio")
+
+
+# -- the explainer on several image keys (untrained agent) ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_images():
+    import stable_baselines3 as sb3
+    from stable_baselines3.common.env_util import make_vec_env
+
+    venv = make_vec_env(f"rlcam.toydict:{IDS['two_images']}", n_envs=3, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = sb3.PPO("MultiInputPolicy", venv, n_steps=16, batch_size=16, seed=1, device="cpu")
+    obs = model.env.reset()
+    yield model, obs
+    venv.close()
+
+
+def _mean0(model, obs, left_input=None, left_cut=None):
+    """The actor's mean of component 0 from the policy's modules; ``left_input`` replaces left's
+    image (as the network sees it, /255), ``left_cut(x)`` -> left's features replaces its extractor."""
+    ext = model.policy.features_extractor.extractors
+    left = torch.as_tensor(obs["left"]).float() / 255.0 if left_input is None else left_input
+    features = [
+        torch.as_tensor(obs["cue"]),  # CombinedExtractor concatenates in the space's key order: cue, left, right
+        ext["left"](left) if left_cut is None else left_cut(left),
+        ext["right"](torch.as_tensor(obs["right"]).float() / 255.0),
+    ]
+    latent = model.policy.mlp_extractor.forward_actor(torch.cat(features, dim=1))
+    return model.policy.action_net(latent)[:, 0]
+
+
+def _up(maps: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(maps[:, None].double(), size=(SIZE, SIZE), mode="bilinear", align_corners=False)[:, 0]
+
+
+def test_fine_on_a_dict_image_key_is_the_geometric_mean_of_layercams(two_images):
+    model, obs = two_images
+    agent = as_agent(model)
+    layer = key_layers(agent)["left"]  # not the default key (the last image key, right)
+    with Explainer(agent, method="fine", layer=layer) as ex:
+        got = ex.explain(obs)
+        assert ex.image_key == "left"
+        assert ex.layers == [f"features_extractor.extractors.left.cnn.{i}" for i in (1, 3, 5)]  # none of right's
+    cnn = model.policy.features_extractor.extractors["left"].cnn
+    x = (torch.as_tensor(obs["left"]).float() / 255.0).requires_grad_(True)
+    acts = [x]
+    for block in (cnn[:2], cnn[2:4], cnn[4:6]):
+        acts.append(block(acts[-1]))
+    extractor = model.policy.features_extractor.extractors["left"]
+    score = _mean0(model, obs, left_cut=lambda _: extractor.linear(cnn[6:](acts[-1])))
+    grads = torch.autograd.grad(score.sum(), acts)
+    cams = [torch.relu((torch.relu(g) * a).sum(1)).detach() for a, g in zip(acts, grads, strict=True)]
+    maps = [cams[0].double()] + [_up(m) for m in cams[1:]]
+    expected = (maps[0] * maps[1] * maps[2] * maps[3]) ** (1 / 4)
+    assert expected.max() > 0
+    np.testing.assert_allclose(got.cam, expected.numpy(), rtol=1e-3, atol=1e-5 * expected.max().item())
+    assert not any(p.grad is not None for p in model.policy.parameters())
+
+
+def test_every_other_image_key_gets_its_grad_cam_of_the_same_action(two_images):
+    model, obs = two_images
+    agent = as_agent(model)
+    with Explainer(agent, extras=True) as ex:
+        got = ex.explain(obs)
+        assert ex.image_key == "right" and set(got.key_cams) == {"left"}
+    with Explainer(agent) as ex:
+        assert ex.explain(obs).key_cams is None  # a pass per key: an extra, as the shares are
+    cnn = model.policy.features_extractor.extractors["left"].cnn
+    extractor = model.policy.features_extractor.extractors["left"]
+    left = torch.as_tensor(obs["left"]).float() / 255.0
+    acts = cnn[:6](left).detach().requires_grad_(True)
+    score = _mean0(model, obs, left_cut=lambda _: extractor.linear(cnn[6:](acts)))
+    (grads,) = torch.autograd.grad(score.sum(), acts)
+    cam = torch.relu((grads.mean(dim=(2, 3))[:, :, None, None] * acts).sum(1)).detach()
+    expected = _up(cam).numpy()
+    assert got.key_cams["left"].shape == (3, SIZE, SIZE) and expected.max() > 0
+    np.testing.assert_allclose(got.key_cams["left"], expected, rtol=1e-3, atol=1e-5 * expected.max())
+    np.testing.assert_allclose(got.score, score.detach().numpy(), rtol=1e-5)  # the same action and score
+    assert got.sample(1).key_cams["left"].shape == (SIZE, SIZE)
+    assert not any(p.grad is not None for p in model.policy.parameters())
+
+
+def test_a_single_image_key_has_no_other_maps():
+    import stable_baselines3 as sb3
+    from stable_baselines3.common.env_util import make_vec_env
+
+    venv = make_vec_env(f"rlcam.toydict:{IDS['image']}", n_envs=1, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = sb3.PPO("MultiInputPolicy", venv, n_steps=16, batch_size=16, seed=1, device="cpu")
+    with Explainer(as_agent(model), extras=True) as ex:
+        got = ex.explain(model.env.reset())
+    assert got.key_cams is None and got.input_shares.shape == (1, 2)
+    venv.close()
