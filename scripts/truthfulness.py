@@ -39,15 +39,11 @@ sys.path.insert(0, str(ROOT))
 from rlcam.agents import load_agent  # noqa: E402
 from rlcam.cam import METHODS  # noqa: E402
 from rlcam.explainer import Explainer  # noqa: E402
-from rlcam.families import family_for  # noqa: E402
-from rlcam.geometry import stretch_matrix  # noqa: E402
-from rlcam.perturb import gaussian_blur  # noqa: E402
+from rlcam.faithfulness import deletion, policy_scores, random_maps, write_block  # noqa: E402
 from rlcam.sanity import rollout_observations, sanity  # noqa: E402
 from rlcam.toyenv import FindTarget  # noqa: E402
 
 PLACEMENTS = ("bilinear", "rf")
-FRACTIONS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
-BEGIN, END = "<!-- truthfulness:begin -->", "<!-- truthfulness:end -->"
 
 
 @dataclass
@@ -70,12 +66,6 @@ def rows() -> list[Row]:
 
 
 # -- maps ------------------------------------------------------------------------------------------
-
-
-def random_maps(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """Random smooth maps: uniform 7x7 noise, bilinear to ``size`` (blobs like a last-conv map's)."""
-    up = stretch_matrix(size, 7)
-    return np.stack([up @ rng.random((7, 7)) @ up.T for _ in range(n)])
 
 
 def maps_for(agent, obs: np.ndarray, row: Row, placement: str, rng: np.random.Generator, batch: int = 50):
@@ -175,38 +165,7 @@ def sanity_row(agent, obs: np.ndarray, row: Row) -> dict | None:
     }
 
 
-# -- 3. deletion -----------------------------------------------------------------------------------
-
-
-def action_probs(agent, x: torch.Tensor, actions: np.ndarray, batch: int = 128) -> np.ndarray:
-    """Probability (softmax of logits or Q-values) of ``actions`` for float inputs in observation units."""
-    out = []
-    family = family_for(agent)
-    with torch.no_grad():
-        for i in range(0, len(x), batch):
-            scores = family.forward(x[i : i + batch]).action_scores
-            out.append(torch.softmax(scores, dim=1)[torch.arange(len(scores)), actions[i : i + batch]].numpy())
-    return np.concatenate(out)
-
-
-def deletion(agent, obs: np.ndarray, maps: np.ndarray, actions: np.ndarray, rng: np.random.Generator) -> dict:
-    """Chosen action's probability, relative to the intact frame, as the top-k% of the map is blurred."""
-    x = torch.as_tensor(obs).float()
-    blurred = gaussian_blur(x)
-    p0 = action_probs(agent, x, actions)
-    n, hw = len(obs), maps.shape[1] * maps.shape[2]
-    flat = maps.reshape(n, hw)
-    order = np.stack([np.lexsort((rng.random(hw), -m)) for m in flat])  # descending, ties broken at random
-    curve = [np.ones(n)]
-    for fraction in FRACTIONS:
-        mask = np.zeros((n, hw), np.float32)
-        np.put_along_axis(mask, order[:, : int(round(fraction * hw))], 1.0, axis=1)
-        m = torch.as_tensor(mask.reshape(n, 1, *maps.shape[1:]))
-        curve.append(action_probs(agent, x * (1 - m) + blurred * m, actions) / np.maximum(p0, 1e-12))
-    mean = np.stack(curve, axis=1).mean(0)
-    xs = np.array((0.0, *FRACTIONS))
-    auc = float(np.sum((mean[1:] + mean[:-1]) / 2 * np.diff(xs)) / xs[-1])
-    return {"auc": auc, "curve": [round(float(v), 4) for v in mean]}
+# -- 3. deletion: rlcam.faithfulness.deletion ------------------------------------------------------
 
 
 # -- 4. cost ---------------------------------------------------------------------------------------
@@ -264,16 +223,6 @@ def table(all_rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def write_docs(path: Path, text: str) -> None:
-    page = path.read_text() if path.exists() else ""
-    block = f"{BEGIN}\n{text}\n{END}"
-    if BEGIN in page and END in page:
-        page = page[: page.index(BEGIN)] + block + page[page.index(END) + len(END) :]
-    else:
-        page = page + ("\n" if page else "") + block + "\n"
-    path.write_text(page)
-
-
 def shown(path: Path) -> Path:
     """``path`` relative to the repository when inside it."""
     path = path.resolve()
@@ -327,7 +276,8 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(args.seed)
     breakout_obs = rollout_observations(breakout, "Breakout", args.breakout_steps, args.seed)[::4]
     _, breakout_actions = maps_for(breakout, breakout_obs, Row("actions", None, baseline="random"), "bilinear", rng)
-    random_deletion = deletion(breakout, breakout_obs, random_maps(len(breakout_obs), 84, rng), breakout_actions, rng)
+    probs = policy_scores(breakout, "prob")
+    random_deletion = deletion(probs, breakout_obs, random_maps(len(breakout_obs), 84, rng), breakout_actions, rng)
     all_rows = rows()
     accuracy = None
     for row in all_rows:
@@ -350,7 +300,7 @@ def main(argv=None) -> int:
         else:
             maps, actions = maps_for(breakout, breakout_obs, row, "bilinear", rng)
             assert (actions == breakout_actions).all()
-            row.results["deletion"] = deletion(breakout, breakout_obs, maps, actions, rng)
+            row.results["deletion"] = deletion(probs, breakout_obs, maps, actions, rng)
         row.results["deletion_random"] = random_deletion["auc"]
         row.results["cost"] = None if args.skip_cost else cost_ratio(breakout, breakout_obs[:1], row)
         print(
@@ -374,7 +324,7 @@ def main(argv=None) -> int:
     )
     print(text)
     print(note)
-    write_docs(args.docs, f"{text}\n\n{note}")
+    write_block(args.docs, "truthfulness", f"{text}\n\n{note}")
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in all_rows], indent=1))
     return 0
