@@ -6,7 +6,9 @@
 
 Any env rlcam records works (``rlcam.envs.make_env``): for a non-Atari env a "game" is one episode,
 ended by the env itself (termination or its own time limit, e.g. CarRacing's 1,000 steps), and the
-success share (episodes with a positive return: MiniGrid's "goal reached") is printed too.
+success share (episodes with a positive return: MiniGrid's "goal reached") is printed too. An rl-zoo
+run folder (or a zip inside one, e.g. ``scripts/train_carracing.py``'s) plays in its training env:
+its wrappers, frame stack and frozen observation statistics (``rlcam.zoo``).
 
 Protocol: ``--games`` envs built like training (SB3 ``make_atari_env``: noop reset,
 frame skip 4, episodic life with fire reset, 84x84 grey, 4-frame stack), env i seeded
@@ -34,17 +36,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from rlcam.agents import load_agent  # noqa: E402  (validates the zip, detects the algorithm)
 from rlcam.envs import make_env  # noqa: E402
 from rlcam.errors import RlcamError  # noqa: E402
+from rlcam.zoo import agent_and_env  # noqa: E402
 
 
-def evaluate(path: Path, env: str, games: int, seed: int, deterministic: bool, max_steps: int) -> dict:
+def evaluate(path: Path, env: str | None, games: int, seed: int, deterministic: bool, max_steps: int) -> dict:
+    """Score ``path`` (an SB3 zip, or an rl-zoo run folder or a zip in one: its training env) in ``env``."""
     # SB3 samples PPO/A2C actions with torch's global generator; DQN's epsilon-greedy draws
     # "explore?" from numpy's and the random action from the action space's own generator
     # (seeded from the OS unless seeded here): all three seeded, so a sampled evaluation repeats.
     torch.manual_seed(seed)
     np.random.seed(seed)
+    path, env = agent_and_env(Path(path), env)
     agent = load_agent(path)
     agent.model.action_space.seed(seed)
-    venv, info = make_env(env, n_envs=games, seed=seed)
+    venv, info = make_env(env, n_envs=games, seed=seed, agent_space=agent.model.observation_space)
     obs = venv.reset()
     scores = np.full(games, np.nan)
     lengths = np.zeros(games, dtype=np.int64)
@@ -84,7 +89,7 @@ def evaluate(path: Path, env: str, games: int, seed: int, deterministic: bool, m
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("agent", type=Path)
-    parser.add_argument("--env", default="Breakout")
+    parser.add_argument("--env", help="env name as for rlcam record (default: a run folder's own env, else Breakout)")
     parser.add_argument("--games", type=int, default=10)
     parser.add_argument("--seed", type=int, default=100)
     mode = parser.add_mutually_exclusive_group()
