@@ -26,6 +26,7 @@ from rlcam.agents import load_agent
 from rlcam.envs import action_names, check_compatible, frames, make_env
 from rlcam.errors import RlcamError
 from rlcam.explainer import Explainer
+from rlcam.geometry import stretch_matrix
 from rlcam.norm import Normalizer
 from rlcam.objects import object_names, positions
 from rlcam.render import PanelInfo, compose, grid_tile_size, view_width
@@ -322,6 +323,7 @@ class StepWriter:
         # (height, width) -> the (height, h) and (width, w) matrices taking a layer map onto a picture of
         # that size: the upscaled video frame, and the grid's tiles.
         self._to_size: dict[tuple[int, int], list[torch.Tensor]] = {}
+        self._key_to_size: dict[tuple[str, tuple[int, int]], list[torch.Tensor]] = {}  # other image keys' maps
         self.all_actions = all_actions
         self.action_norm = Normalizer(norm, n_envs)  # one scale over all actions' maps
         self.maps = self.zero_maps = 0  # maps written, and those all zero (nothing positive to show)
@@ -334,10 +336,48 @@ class StepWriter:
         """Colormap indices ``(H*s, W*s)`` uint8 for a layer map ``cam (h, w)``, straight from the layer grid."""
         return self._placed(cam, (frame_hw[0] * self.scale, frame_hw[1] * self.scale), scale)
 
-    def tile_heats(self, cams: np.ndarray, frame_hw: tuple[int, int], scale: float) -> np.ndarray:
-        """Colormap indices ``(A, tile_h, tile_w)`` for the grid, from maps ``cams (A, h, w)``."""
+    def tile_heats(
+        self, cams: np.ndarray, frame_hw: tuple[int, int], scale: float, span: tuple[int, int] | None = None
+    ) -> np.ndarray:
+        """Colormap indices ``(A, tile_h, tile_w)`` for the grid, from maps ``cams (A, h, w)``; with
+        ``span = (x0, w)``, the maps cover only those frame columns (the mapped image key's)."""
         _, _, tile_h, tile_w = grid_tile_size(frame_hw, view_width(frame_hw, self.scale), len(cams))
-        return self._placed(cams, (tile_h, tile_w), scale)
+        if span is None or span[1] >= frame_hw[1]:
+            return self._placed(cams, (tile_h, tile_w), scale)
+        x0, x1 = (round(tile_w * x / frame_hw[1]) for x in (span[0], span[0] + span[1]))
+        heats = np.zeros((len(cams), tile_h, tile_w), np.uint8)
+        heats[:, :, x0:x1] = self._placed(cams, (tile_h, max(1, x1 - x0)), scale)
+        return heats
+
+    def beside(self, frame, heat, obs, key_cams: dict[str, np.ndarray], i: int, scale: float):
+        """Every image key of a Dict observation side by side, in the space's order (as the panel's
+        shares), each with its map on the same scale, 2 px apart; keys of another height are left
+        to the trace. Returns the frame, its heat and the mapped key's columns ``(x0, w)``."""
+        mapped = self.explainer.image_key
+        frames, heats, span, x = [], [], (0, frame.shape[1]), 0
+        for key in (k for k in obs if k == mapped or k in key_cams):
+            if key == mapped:
+                image, placed, span = frame, heat, (x, frame.shape[1])
+            else:
+                image = observation_frames(obs[key][i : i + 1])[0]
+                if image.shape[0] != frame.shape[0]:
+                    continue
+                size = (image.shape[0] * self.scale, image.shape[1] * self.scale)
+                if (key, size) not in self._key_to_size:
+                    self._key_to_size[(key, size)] = [
+                        torch.from_numpy(stretch_matrix(n, m).astype(np.float32))
+                        for n, m in zip(size, key_cams[key].shape[1:], strict=True)
+                    ]
+                placed = _placed_indices(key_cams[key][i], scale, *self._key_to_size[(key, size)])
+            if frames:
+                frames.append(np.full((frame.shape[0], 2, 3), 255, np.uint8))
+                heats.append(np.zeros((heat.shape[0], 2 * self.scale), np.uint8))
+                x += 2
+            frames.append(image)
+            heats.append(placed)
+            span = (x, image.shape[1]) if key == mapped else span
+            x += image.shape[1]
+        return np.concatenate(frames, axis=1), np.concatenate(heats, axis=1), span
 
     def _placed(self, cams: np.ndarray, size: tuple[int, int], scale: float) -> np.ndarray:
         """Maps ``(..., h, w)`` placed on a ``size`` picture as colormap indices; matrices kept per size."""
@@ -364,6 +404,9 @@ class StepWriter:
         self.zero_maps += int((np.nan_to_num(flat).max(axis=1) <= 0).sum())
         # Signed targets: both sides on one scale, so "up" and "down" compare at a glance.
         both = explained.cam if explained.cam_down is None else np.maximum(explained.cam, explained.cam_down)
+        both = both.reshape(len(both), -1)
+        if explained.key_cams:  # Dict observations' other image keys: one scale over every key's map
+            both = np.concatenate([both, *(m.reshape(len(m), -1) for m in explained.key_cams.values())], axis=1)
         scales = self.norm.update(both)
         action_cams = None
         if self.all_actions:
@@ -395,13 +438,19 @@ class StepWriter:
             frame = np.array(raw_frames[i])  # a copy: the frame may be drawn on another thread
             heat = self.heat(explained.cam[i], frame.shape[:2], scales[i])
             render = functools.partial(compose, scale=self.scale, alpha=self.alpha)
-            if explained.cam_down is not None:
-                down = self.heat(explained.cam_down[i], frame.shape[:2], scales[i])
+            down = None if explained.cam_down is None else self.heat(explained.cam_down[i], frame.shape[:2], scales[i])
+            span = None
+            if explained.key_cams:  # every image key side by side
+                frame, heat, span = self.beside(frame, heat, obs, explained.key_cams, i, scales[i])
+                if down is not None:  # the other keys' counterfactual maps are not computed: none drawn there
+                    x0, w = span[0] * self.scale, span[1] * self.scale
+                    down = np.pad(down, ((0, 0), (x0, heat.shape[1] - x0 - w)))
+            if down is not None:
                 render = functools.partial(render, heat_down=down)
             if action_cams is not None:
                 render = functools.partial(
                     render,
-                    action_heats=self.tile_heats(action_cams[i], frame.shape[:2], action_scales[i]),
+                    action_heats=self.tile_heats(action_cams[i], frame.shape[:2], action_scales[i], span),
                     action_scale=float(action_scales[i]),
                     grid_info=tile_panel(self.explainer, panel, explained, i),
                 )
@@ -440,6 +489,8 @@ class StepWriter:
                 row["input_shares"] = np.nan_to_num(explained.input_shares, nan=0.0)
                 for key, attribution in explained.input_attributions.items():
                     row[f"attr_{key}"] = attribution
+                for key, cams in (explained.key_cams or {}).items():  # other image keys' maps, input grid
+                    row[f"key_cam_{key}"] = cams
             if self.save_obs:
                 if isinstance(obs, dict):
                     row.update({f"obs_{key}": value for key, value in obs.items()})

@@ -4,8 +4,6 @@ where their maps point and which key's share decides."""
 
 from __future__ import annotations
 
-import hashlib
-import sys
 import warnings
 from pathlib import Path
 
@@ -146,3 +144,32 @@ def test_a_single_image_key_has_no_other_maps():
         got = ex.explain(model.env.reset())
     assert got.key_cams is None and got.input_shares.shape == (1, 2)
     venv.close()
+
+
+def test_record_shows_every_image_key_and_traces_their_maps(tmp_path, two_images, capsys):
+    import imageio.v3 as iio
+
+    from rlcam.agents import load_agent
+    from rlcam.cli import main
+    from rlcam.render import view_width
+    from rlcam.video import load_trace
+
+    model, _ = two_images
+    model.save(tmp_path / "two.zip")
+    out = tmp_path / "two.mp4"
+    code = main(
+        ["record", "--env", f"rlcam.toydict:{IDS['two_images']}", "--agent", str(tmp_path / "two.zip")]
+        + ["--steps", "6", "--out", str(out), "--save-obs", "--scale", "2"]
+    )
+    assert code == 0, capsys.readouterr().err
+    trace = load_trace(tmp_path / "two.npz")
+    assert trace["key_cam_left"].shape == (6, SIZE, SIZE) and trace["input_shares"].shape == (6, 3)
+    obs = {key: trace[f"obs_{key}"] for key in ("cue", "left", "right")}
+    agent = load_agent(tmp_path / "two.zip")
+    with Explainer(agent, layer=key_layers(agent)["left"]) as ex:  # left's map, explained on its own
+        np.testing.assert_allclose(trace["key_cam_left"], ex.explain(obs).cam_input, rtol=1e-4, atol=1e-7)
+    frame = iio.imread(out, index=3)
+    # both images side by side (left, a 2-px gap, right) at scale 2, then the panel
+    assert frame.shape[1] == view_width((SIZE, 2 * SIZE + 2), 2) + view_width((SIZE, 2 * SIZE + 2), 2) % 2
+    gap = frame[: 2 * SIZE, 2 * SIZE : 2 * SIZE + 4]
+    assert gap.mean() > 200 and frame[: 2 * SIZE, : 2 * SIZE].mean() < 150
