@@ -10,7 +10,8 @@ policy, so the file is half the size and loads everywhere a float32 one does. Th
 weights by at most 2^-11 of their size; the argmax actions of the rounded copy are compared with the
 checkpoint's on real observations and their agreement goes into the card. Every shipped file is then
 scored with ``scripts/evaluate_agent.py``'s protocol (argmax and sampled actions), and
-``<out>/series.json`` and the card ``<out>/README.md`` list each one's step, score and size.
+``<out>/series.json`` and the card ``<out>/README.md`` list each one's step, score and size; a later
+call for more steps of the same run adds them to the list.
 Scores are of the shipped file, not of the float32 checkpoint.
 """
 
@@ -117,6 +118,13 @@ def main() -> None:
     if missing:
         sys.exit(f"ship_series: {args.run_dir} has no checkpoint at step(s) {missing}.")
     args.out.mkdir(parents=True, exist_ok=True)
+    index = args.out / "series.json"
+    kept = []  # rows shipped by an earlier call for other steps of the same run (a series grows with its run)
+    if index.exists():
+        before = json.loads(index.read_text())
+        if before["run"] != config or (before["games"], before["seed"]) != (args.games, args.seed):
+            sys.exit(f"ship_series: {index} lists another run or protocol; ship into another --out.")
+        kept = [r for r in before["rows"] if r["step"] not in args.steps]
     rows = []
     for step in sorted(args.steps):
         src = args.run_dir / f"ckpt_{step}_steps.zip"
@@ -137,9 +145,8 @@ def main() -> None:
             f"agreement {row['agreement']:.3f}, {row['size_mb']:.1f} MB",
             flush=True,
         )
-    (args.out / "series.json").write_text(
-        json.dumps(dict(run=config, games=args.games, seed=args.seed, rows=rows), indent=1)
-    )
+    rows = sorted(kept + rows, key=lambda r: r["step"])
+    index.write_text(json.dumps(dict(run=config, games=args.games, seed=args.seed, rows=rows), indent=1))
     (args.out / "README.md").write_text(card(rows, args.run_dir, args.games, args.seed))
 
 
