@@ -17,8 +17,10 @@ Each agent is ``PATH`` or ``PATH@Game`` (the game is read from the file name whe
 
 Rows: every method in ``rlcam.cam.METHODS`` and the extra rows of ``scripts/truthfulness.py``
 (Grad-CAM of the contrast with the runner-up, LayerCAM at the first conv block, the input's
-intensity), then two random baselines averaged over ``--draws`` maps per state: smooth random maps
-(the ratios' reference) and uniform noise per pixel (Huber et al.'s baseline).
+intensity), then three random baselines averaged over ``--draws`` maps per state: smooth random maps
+(the ratios' reference), uniform noise per pixel (Huber et al.'s baseline) and uniform noise on the
+pixels that are not black in some stacked frame, 0 elsewhere (zeroing, the perturbation of AIM, PGI,
+PGU and insertion's black start, changes only those pixels).
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ from rlcam.objects import OBJECTS, game_name, locator_for, share_near  # noqa: E
 
 DEFAULT_AGENTS = ("agents/breakout_ppo.zip", "agents/breakout_qrdqn.zip")
 SMOOTH, PIXELS = "random map (baseline)", "random pixels (Huber et al.'s baseline)"
+LIT = "random lit pixels (control: zeroing a black pixel changes nothing)"
 
 # Published Breakout figures (their agents, not ours). Huber et al. 2022: insertion AUC of the Q-value,
 # black substrate (belimmer/PerturbationSaliencyEvaluation, applications/atari/insertion_metric/results/
@@ -153,13 +156,19 @@ def gather(agent, env: str, n: int, stride: int, seed: int, rng: np.random.Gener
         replayer.close()
     obs = np.stack(picked_obs)
     objects = sorted({c.obj for _, c in cfs})
-    base = family_for(agent).forward
-    with torch.no_grad():
-        f0 = base(torch.as_tensor(obs).float())
-        s0, v0 = f0.action_scores.double().numpy(), f0.value.double().numpy()
-        if cfs:
-            f1 = base(torch.as_tensor(np.stack([c.obs for _, c in cfs])).float())
-            s1, v1 = f1.action_scores.double().numpy(), f1.value.double().numpy()
+    family = family_for(agent)
+
+    def outputs(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            f = family.forward(torch.as_tensor(x).float())
+        scores = f.action_scores.double().numpy()
+        if family.bar_kind != "q":  # logits: a shift common to all of them leaves the policy as it is
+            scores = scores - scores.mean(axis=1, keepdims=True)
+        return scores, f.value.double().numpy()
+
+    s0, v0 = outputs(obs)
+    if cfs:
+        s1, v1 = outputs(np.stack([c.obs for _, c in cfs]))
     importance, value_change, shifts = {}, {}, {}
     for name in objects:
         rows_ = [(j, i) for j, (i, c) in enumerate(cfs) if c.obj == name]
@@ -259,6 +268,7 @@ def run_agent(spec: AgentSpec, args) -> dict:
     for label, make in (
         (SMOOTH, lambda: random_maps(n, hw[0], draw_rng)),
         (PIXELS, lambda: random_pixel_maps(n, hw, draw_rng)),
+        (LIT, lambda: random_pixel_maps(n, hw, draw_rng) * (states.obs.max(axis=1) > 0)),
     ):
         t = time.perf_counter()
         maps = np.stack([make() for _ in range(args.draws)])
@@ -273,7 +283,7 @@ def run_agent(spec: AgentSpec, args) -> dict:
         "game": game_name(spec.env),
         "states": n,
         "score": "Q-value" if family.bar_kind == "q" else "probability",
-        "outputs": "Q-values" if family.bar_kind == "q" else "logits",
+        "outputs": "Q-values" if family.bar_kind == "q" else "logits (centred)",
         "value": "max Q" if family.bar_kind == "q" else "the critic's V",
         "interventions": states.info,
         "rows": results,
@@ -309,7 +319,7 @@ def agent_table(result: dict, k: int) -> str:
     for r in rows_:
         s = r.get("sanity")
         san = "-" if s is None else f"{'pass' if s['passed'] else 'FAIL'} {s['lowest']:+.2f} / {s['head']:+.2f}"
-        if r["method"] is None and r["label"] in (SMOOTH, PIXELS):
+        if r["method"] is None and r["label"] in (SMOOTH, PIXELS, LIT):
             rho = "".join(f"| {r['rho'][o][0]:+.2f} (sd {r['rho_spread'][o]:.2f} over draws) " for o in objects)
         else:
             rho = "".join(f"| {_rho(r['rho'].get(o))} " for o in objects)

@@ -179,7 +179,16 @@ def test_command_writes_its_block_and_nothing_else(agent_zips, tmp_path):
     text = docs.read_text()
     assert text.startswith(before) and "stale" not in text
     block = text[text.index("<!-- faithfulness:begin -->") : text.index("<!-- faithfulness:end -->")]
-    for label in ("| gradcam |", "| rise |", "| ig |", script.SMOOTH, script.PIXELS, "Huber et al.", "XRL-Bench"):
+    for label in (
+        "| gradcam |",
+        "| rise |",
+        "| ig |",
+        script.SMOOTH,
+        script.PIXELS,
+        script.LIT,
+        "Huber et al.",
+        "XRL-Bench",
+    ):
         assert label in block
 
 
