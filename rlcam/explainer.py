@@ -36,7 +36,15 @@ from rlcam.agents import Agent
 from rlcam.cam import METHODS, as_method, grad_cam, layer_cam, score_cam_masks
 from rlcam.errors import RlcamError
 from rlcam.families import family_for
-from rlcam.fasthead import build_head, head_channel_weights, head_forward, head_gradient
+from rlcam.fasthead import (
+    PooledWeight,
+    build_head,
+    feature_slice,
+    head_channel_weights,
+    head_forward,
+    head_gradient,
+    linear_after,
+)
 from rlcam.geometry import Placement, make_placement, receptive_field_grid
 from rlcam.guided import guided_relus
 from rlcam.perturb import CHUNK, gaussian_blur, perturbation_shift, probe_placement
@@ -214,6 +222,10 @@ def _no_shares() -> np.ndarray:
     return np.zeros((0, 0), dtype=np.float32)
 
 
+class _NotByHand(Exception):
+    """The hand-written pass could not find z after the layer (the autograd pass runs instead)."""
+
+
 @dataclass
 class Explanation:
     """Actions and maps for one batch of observations (N envs)."""
@@ -293,8 +305,10 @@ class Explainer:
         action_names: the env's action meanings, so ``contrast:NAME`` targets can be resolved.
         extras: also compute what costs passes beyond the explained one: Dict observations' gradient
             x input per key (one more forward and backward), a recurrent policy's memory vs pixels
-            (two more forwards), an actor + critics agent's Q(s, a) when the target is the actor's
-            (one critic forward; else ``value`` is NaN). ``rlcam record`` turns it on.
+            (two more forwards) and, when its critic has an LSTM of its own and the target is the
+            actor's, the critic's value (one more LSTM step per step; else ``value`` is NaN), an actor
+            + critics agent's Q(s, a) when the target is the actor's (one critic forward; else
+            ``value`` is NaN). ``rlcam record`` turns it on.
     """
 
     def __init__(
@@ -318,6 +332,8 @@ class Explainer:
         self.family = family_for(agent)
         self.extras = extras
         self.target = self.family.check_target(target, action_names)
+        if self.family.recurrent:  # the critic's own LSTM runs for the value alone: an extra
+            self.family.value_each_step = extras or self.target == "value"
         self.layer_name = layer or default_layer(agent, self.target)
         self.layer = resolve_layer(agent, self.layer_name, self.target)
         self.method = method
@@ -344,14 +360,32 @@ class Explainer:
         self.generator = torch.Generator().manual_seed(seed)
         self.seed = seed  # also draws RISE's masks (``rlcam.rise``), once per input size
         self._rise_masks: torch.Tensor | None = None
+        asked_fast = fast
         fast = fast and self._method.needs != "layers" and self.family.fast_head(self.target, deterministic)
         self._head = build_head(self.policy, self.family.head_kind, self.layer_name) if fast else None
+        # Autograd's graph rooted after the layer, at the pre-activation z = W1 flatten(A) + b1 of the
+        # Linear the layer feeds (NatureCNN): dy/dA = dy/dz W1 and Grad-CAM's alpha = dy/dz mean_cells(W1),
+        # so autograd differentiates only the small head after z. ``fast=False`` keeps the graph from A.
+        rooted = self._head is None and asked_fast and self._method.needs in ("weights", "grads", "guided")
+        rooted = rooted and len(self.layers) == 1
+        self._z_linear = linear_after(self.policy, self.layer_name) if rooted else None
+        self._z_pooled = None if self._z_linear is None else PooledWeight(self._z_linear.weight)
+        self._z: list[torch.Tensor] = []  # the captured z, once per explained pass
+        self._z_of: torch.Tensor | None = None  # the activations whose z the Linear's hook waits for
+        # With z found, the family's own hand-written head where it has one (``Family.hand_head``): a
+        # forward without autograd, and dy/d(features) written out (``rlcam.fasthead.Tape``), so that
+        # dy/dz = dy/d(features) * 1[z > 0] (NatureCNN's ReLU after z), no graph at all.
+        self._by_hand_ok = self._z_linear is not None  # and ``Family.hand_head`` for the current settings
+        self._features = feature_slice(self.policy, self.layer_name) if self._by_hand_ok else slice(None)
+        self._by_hand = False  # the hooks capture without starting a graph (the hand-written pass)
         self.placement: Placement | None = None  # Explanation.cam -> input grid
         self._image_scale: float | None = None  # what observations are divided by (SB3's preprocess_obs)
         self._placement_t: tuple[torch.Tensor, torch.Tensor] | None = None  # the same, in torch; None: identity
         self._to_input: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # layer -> (Ry, Rx) for torch maps
         self._handles: list = []
         self._open = False
+        self._param: torch.Tensor | None = None  # one of the policy's parameters, for its device
+        self._last_path: str | None = None  # ``gradient_path`` of the last explained pass
         self._passive = False  # extra passes run with the capture hooks doing nothing
         self._from_input = self._method.needs == "layers"  # the graph starts at the input, not at a layer
         self._modes: dict[nn.Module, bool] = {}
@@ -364,6 +398,20 @@ class Explainer:
         # Dict observations with several image keys: one explainer per other key, at its own default
         # layer, built on first use (extras only); each runs one more explained pass.
         self._others: dict[str, Explainer] | None = None
+
+    @property
+    def gradient_path(self) -> str:
+        """How the last explained pass got the map's gradient (before the first: how it will):
+        ``"head"`` (``rlcam.fasthead.Head``, NatureCNN with linear heads: no autograd), ``"by hand"``
+        (the family's hand-written head after the layer: no autograd), ``"autograd from z"`` (the graph
+        rooted at the Linear after the layer), ``"autograd"`` (from the layer; ``fast=False``)."""
+        if self._last_path is not None:
+            return self._last_path
+        if self._head is not None and self.family.fast_head(self.target, self.deterministic):
+            return "head"
+        if self._by_hand_ok and self.family.hand_head(self.target, self.deterministic):
+            return "by hand"
+        return "autograd from z" if self._z_linear is not None else "autograd"
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -380,11 +428,16 @@ class Explainer:
             return
         self._modes = {m: m.training for m in self.policy.modules()}
         self.policy.train(False)
+        self._param = next(self.policy.parameters(), None)
         if self._head is not None:
             self._head.forget()  # weights may have changed through ``.data`` since the last use
+        if self._z_pooled is not None:
+            self._z_pooled.forget()
         self._open = True
         for i, module in enumerate(self._modules):
             self._handles.append(module.register_forward_hook(functools.partial(self._capture, i)))
+        if self._z_linear is not None:
+            self._handles.append(self._z_linear.register_forward_hook(self._capture_z))
 
     def close(self) -> None:
         """Remove the hooks and restore every module's train/eval mode."""
@@ -416,11 +469,39 @@ class Explainer:
         if index > 0 or self._from_input:  # already inside a graph rooted earlier
             self._acts[index].append(output)
             return None
+        if self._by_hand:  # no graph: keep the activations, and wait for their z
+            self._acts[0].append(output)
+            self._z_of = output
+            return None
         # From here on the forward builds a graph, rooted at these activations only.
         torch.set_grad_enabled(True)
         acts = output.detach().requires_grad_(True)
         self._acts[0].append(acts)
+        self._z_of = acts if self._z_linear is not None else None
         return acts
+
+    def _capture_z(self, module, inputs, output):
+        """Roots the graph at the Linear's output when its input is the captured activations, flattened."""
+        acts, self._z_of = self._z_of, None
+        if self._passive or acts is None:
+            return None
+        # NatureCNN's forward is linear(cnn(x)), cnn ending with the layer and a Flatten, so this call
+        # is the one right after the layer's (a Flatten of non-contiguous activations is a copy of them)
+        x = inputs[0] if inputs else None
+        if not isinstance(x, torch.Tensor) or x.shape[0] != acts.shape[0] or x.numel() != acts.numel():
+            return None  # not fed by the layer: the graph stays rooted at the activations
+        if self._by_hand:
+            self._z.append(output)
+            return None
+        z = output.detach().requires_grad_(True)
+        self._z.append(z)
+        return z
+
+    def _from_z(self, want: str, gz: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+        """dy/dA (``want="grads"``) or its means over cells (``"weights"``) from dy/dz, ``(N, F)``."""
+        if want == "weights":
+            return gz @ self._z_pooled(acts.shape[1])
+        return (gz @ self._z_linear.weight.detach()).view_as(acts)
 
     @contextlib.contextmanager
     def _extra_pass(self):
@@ -484,8 +565,11 @@ class Explainer:
         if head:
             acts, grads, forward, actions, score, z = self._hand_written_pass(obs_t, given, want)
             tile_grads = []
+            self._last_path = "head"
         else:
-            acts, grads, forward, actions, score, tile_grads = self._autograd_pass(
+            by_hand = self._by_hand_ok and self.family.hand_head(self.target, self.deterministic)
+            explained_pass = self._hand_chain_pass if by_hand else self._autograd_pass
+            acts, grads, forward, actions, score, tile_grads = explained_pass(
                 obs_t, given, want, state=state, tiles=tile_specs
             )
             z = None
@@ -561,7 +645,9 @@ class Explainer:
 
     def _value(self, forward: Forward, actions: torch.Tensor) -> np.ndarray:
         """The value the panel shows: the critic's V, max Q, or Q(s, a) of the taken action."""
-        if not self.extras and self.family.value_costs_a_pass(forward, actions):
+        if not self.family.value_costs_a_pass(forward, actions):  # already in the forward: no pass runs
+            return self.family.value(forward, actions).detach().cpu().numpy().astype(np.float32)
+        if not self.extras:
             return np.full(len(actions), np.nan, np.float32)
         with torch.no_grad(), self._extra_pass():
             return self.family.value(forward, actions).detach().cpu().numpy().astype(np.float32)
@@ -581,9 +667,12 @@ class Explainer:
         return moved.numpy().astype(np.float32), pixels.numpy().astype(np.float32)
 
     def _tensor(self, obs):
+        # The device of a parameter kept at ``open`` (it follows ``policy.to``): SB3's ``policy.device``
+        # walks the modules to find one, on every call.
+        device = self._param.device if self._param is not None else self.policy.device
         if isinstance(obs, dict):
-            return {k: torch.as_tensor(v, device=self.policy.device) for k, v in obs.items()}
-        return torch.as_tensor(obs, device=self.policy.device)
+            return {k: torch.as_tensor(v, device=device) for k, v in obs.items()}
+        return torch.as_tensor(obs, device=device)
 
     def _input_hw(self, obs) -> tuple[int, int]:
         """The explained image's (H, W): the observation's, or the layer's image key's."""
@@ -782,6 +871,57 @@ class Explainer:
             self._head, z, forward, base, torch.full_like(actions, other)
         )
 
+    def _hand_chain_pass(
+        self,
+        obs_t: torch.Tensor,
+        actions: torch.Tensor | None,
+        want: str | None = "grads",
+        state=None,
+        tiles=(),
+    ):
+        """``_autograd_pass`` without autograd: the family's ``hand_forward`` under ``no_grad``, the
+        hooks keeping A and z, and dy/dz from the family's ``hand_gradient``. Same returns."""
+        self._z, self._z_of = [], None
+        self._acts = [[] for _ in self.layers]
+        self._calls = [0 for _ in self.layers]
+        self._by_hand = True
+        try:
+            with torch.no_grad():
+                forward = self.family.hand_forward(obs_t, self.target, state)
+                if actions is None:
+                    actions = self.family.choose(forward, self.deterministic, self.generator)
+                score = self.family.score(self.target, forward, actions)
+                seen = self._acts[0]
+                if len(seen) != 1:
+                    raise RlcamError(
+                        f"layer {self.layer_name!r} ran {len(seen)} times in one forward; choose a layer the "
+                        f"score depends on once: {', '.join(conv_layers(self.agent, self.target))}."
+                    )
+                acts, z = seen[0], self._z
+                if len(z) != 1:  # the Linear after the layer did not see it: the graph from A instead
+                    raise _NotByHand
+                on = z[0] > 0  # NatureCNN's ReLU after z: dy/dz = dy/d(features) * 1[z > 0]
+
+                def grads(target: str, chosen: torch.Tensor) -> torch.Tensor:
+                    gz = self.family.hand_gradient(target, forward, chosen)[:, self._features] * on
+                    return self._from_z(want, gz, acts)
+
+                explained = None if want is None else [grads(self.target, actions)]
+                tile_grads = []
+                for _, tile_target, action in tiles if want is not None else ():
+                    chosen = actions if action is None else torch.full_like(actions, action)
+                    tile_grads.append((grads(tile_target, chosen), self.family.score(tile_target, forward, chosen)))
+        except _NotByHand:
+            explained = None
+        finally:
+            self._by_hand = False
+            self._acts = [[] for _ in self.layers]
+            self._z, self._z_of = [], None
+        if explained is None and want is not None:
+            return self._autograd_pass(obs_t, actions, want, state=state, tiles=tiles)
+        self._last_path = "by hand"
+        return [acts], explained, forward, actions, score, tile_grads
+
     def _autograd_pass(
         self,
         obs_t: torch.Tensor,
@@ -796,6 +936,7 @@ class Explainer:
         which comes first in the returned activations and gradients. Returns activations,
         gradients, forward, actions, score and each tile's gradient at the first hooked layer.
         """
+        self._z, self._z_of = [], None
         self._acts = [[] for _ in self.layers]
         self._calls = [0 for _ in self.layers]
         x = obs_t
@@ -817,24 +958,31 @@ class Explainer:
                             f"score depends on once: {', '.join(conv_layers(self.agent, self.target))}."
                         )
                 acts = ([leaf] if self._from_input else []) + [seen[0] for seen in self._acts]
+                # The graph's root: z after the layer where the Linear's hook cut it there (once), else A.
+                roots = self._z if len(self._z) == 1 else acts
+                self._last_path = "autograd from z" if roots is self._z else "autograd"
                 grads = None
                 if want is not None:
                     if not score.requires_grad:
                         raise RlcamError(f"target {self.target!r} does not depend on layer {self.layer_name!r}.")
                     # Samples are independent (eval mode), so one backward of the sum gives each its own gradient.
-                    grads = list(torch.autograd.grad(score.sum(), acts, retain_graph=bool(tiles)))
+                    grads = list(torch.autograd.grad(score.sum(), roots, retain_graph=bool(tiles)))
                     for i, (_, tile_target, action) in enumerate(tiles):  # the same graph serves every tile
                         chosen = actions if action is None else torch.full_like(actions, action)
                         tile_score = self.family.score(tile_target, forward, chosen)
                         if not tile_score.requires_grad:
                             raise RlcamError(f"tile {tile_target!r} does not depend on layer {self.layer_name!r}.")
-                        (g,) = torch.autograd.grad(tile_score.sum(), acts[:1], retain_graph=i + 1 < len(tiles))
+                        (g,) = torch.autograd.grad(tile_score.sum(), roots[:1], retain_graph=i + 1 < len(tiles))
                         tile_grads.append((g, tile_score.detach()))
-                    if want == "weights":
+                    if roots is self._z:  # from dy/dz to dy/dA, or straight to its means over cells
+                        grads = [self._from_z(want, g, acts[0]) for g in grads]
+                        tile_grads = [(self._from_z(want, g, acts[0]), y) for g, y in tile_grads]
+                    elif want == "weights":
                         grads = [g.mean(dim=(2, 3)) for g in grads]
                         tile_grads = [(g.mean(dim=(2, 3)), y) for g, y in tile_grads]
         finally:
             self._acts = [[] for _ in self.layers]
+            self._z, self._z_of = [], None
         forward = self.family.detached(forward)
         return [a.detach() for a in acts], grads, forward, actions, score.detach(), tile_grads
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from gymnasium import spaces
 
 from rlcam.errors import RlcamError
 from rlcam.targets import Forward
@@ -42,6 +43,7 @@ class Family:
         self.agent = agent
         self.model = agent.model
         self.policy = agent.policy
+        self._scale: float | None = None  # what ``preprocess`` divides a Box observation by; 0: SB3's own
 
     # -- what is explained ------------------------------------------------------------------------
 
@@ -100,7 +102,8 @@ class Family:
     def detached(self, forward: Forward) -> Forward:
         """``forward`` without its graph (tensors in ``extra`` detached too)."""
         extra = {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in forward.extra.items()}
-        return Forward(forward.action_scores.detach(), forward.value.detach(), extra)
+        value = None if forward.value is None else forward.value.detach()
+        return Forward(forward.action_scores.detach(), value, extra)
 
     def value(self, forward: Forward, actions: torch.Tensor) -> torch.Tensor:
         """The value shown beside the action, ``(N,)``: the critic's V, or max Q, by default."""
@@ -110,9 +113,46 @@ class Family:
         """Whether the hand-written head (``rlcam.fasthead``, kind ``head_kind``) can serve ``target``."""
         return self.head_kind is not None
 
-    def value_costs_a_pass(self, forward: Forward, actions: torch.Tensor) -> bool:
-        """Whether ``value`` needs a forward beyond the explained one (then it is an extra)."""
+    def extract(self, obs: torch.Tensor, extractor: torch.nn.Module) -> torch.Tensor:
+        """SB3's ``extract_features(obs, extractor)``: ``preprocess_obs``, then the extractor. For a Box
+        image space the division by 255 is one kernel (SB3's ``obs.float() / 255.0`` allocates twice,
+        which costs more than the division at batch 8); the values are the same."""
+        return extractor(self.preprocess(obs))
+
+    def preprocess(self, obs):
+        """SB3's ``preprocess_obs`` for the policy's observation space, its space checks done once."""
+        from stable_baselines3.common.preprocessing import is_image_space, preprocess_obs
+
+        policy = self.policy
+        space = policy.observation_space
+        scale = self._scale
+        if scale is None:
+            image = isinstance(space, spaces.Box) and policy.normalize_images and is_image_space(space)
+            scale = self._scale = 255.0 if image else 1.0 if isinstance(space, spaces.Box) else 0.0
+        if scale == 0.0:  # Dict, Discrete, ...: SB3's own
+            return preprocess_obs(obs, space, normalize_images=policy.normalize_images)
+        return torch.true_divide(obs, scale) if scale != 1.0 else obs.float()
+
+    # -- the hand-written head: the forward without autograd, the gradient written out ------------
+
+    def hand_head(self, target: str, deterministic: bool) -> bool:
+        """Whether ``hand_forward`` and ``hand_gradient`` serve ``target`` (``rlcam.fasthead.Tape``)."""
         return False
+
+    def hand_forward(self, obs: torch.Tensor, target: str, state=None) -> Forward:
+        """``forward`` without autograd (the explainer runs it under ``no_grad``), the same actions and
+        scores, keeping in ``extra`` what ``hand_gradient`` needs for ``target`` and its tiles."""
+        raise NotImplementedError
+
+    def hand_gradient(self, target: str, forward: Forward, actions: torch.Tensor) -> torch.Tensor:
+        """dy/d(features) ``(N, F)`` for ``target``'s score: the gradient at the output of the features
+        extractor the target depends on (for a Dict observation, the concatenated keys' features)."""
+        raise NotImplementedError
+
+    def value_costs_a_pass(self, forward: Forward, actions: torch.Tensor) -> bool:
+        """Whether ``value`` needs a forward beyond the explained one (then it is an extra): by
+        default, where the forward left it out (``Forward.value`` None)."""
+        return forward.value is None
 
     def display(self, forward: Forward) -> torch.Tensor:
         """What the panel's bars show, ``(N, B)``."""

@@ -91,6 +91,14 @@ class _Components(Family):
         """Each component's deterministic action in the env's units, ``(N, D)``."""
         return torch.as_tensor(self.env_actions(forward.action_scores))
 
+    def component_gradient(self, target: str, forward: Forward, tape, squashed: bool) -> torch.Tensor:
+        """dy/d(tape's input) of ``mean:i``: component i of the mode, ``tanh(mean)`` where ``squashed``."""
+        mode = forward.action_scores
+        i = int(target[len(MEAN) :])
+        g = torch.zeros_like(mode)
+        g[:, i] = 1.0 - mode[:, i] * mode[:, i] if squashed else 1.0
+        return tape.backward(g)
+
 
 class ContinuousActorCritic(ActorCriticBase, _Components):
     """PPO/A2C with a ``Box`` action space (diagonal Gaussian, or gSDE, optionally squashed)."""
@@ -106,6 +114,29 @@ class ContinuousActorCritic(ActorCriticBase, _Components):
 
         plain = isinstance(self.policy.action_dist, DiagGaussianDistribution)
         return plain and deterministic and target != "logprob"
+
+    def _squashed(self) -> bool:
+        """gSDE with ``squash_output``: the mode is tanh of the mean (SB3's TanhBijector)."""
+        return getattr(self.policy.action_dist, "bijector", None) is not None
+
+    def hand_head(self, target, deterministic):
+        """The deterministic action's components and the value, through MLP heads (gSDE too: its mode is
+        the mean, or tanh of it); log-probs and samples need the distribution: autograd."""
+        from stable_baselines3.common.distributions import DiagGaussianDistribution, StateDependentNoiseDistribution
+
+        known = isinstance(self.policy.action_dist, (DiagGaussianDistribution, StateDependentNoiseDistribution))
+        return known and deterministic and target != "logprob" and self.hand_supported(target)
+
+    def hand_forward(self, obs, target, state=None):
+        latent_pi, latent_vf, next_state, tapes = self.hand_latents(obs, state)
+        mean = tapes["pi"].run(self.policy.action_net, latent_pi)
+        mode = torch.tanh(mean) if self._squashed() else mean
+        return Forward(mode, self.hand_critic(latent_vf, tapes), {"dist": None, "state": next_state, "tapes": tapes})
+
+    def hand_gradient(self, target, forward, actions):
+        if target == "value":
+            return self.value_gradient(forward)
+        return self.component_gradient(target, forward, forward.extra["tapes"]["pi"], self._squashed())
 
     def forward(self, obs, state=None):
         latent_pi, latent_vf, next_state = self.latents(obs, state)

@@ -12,6 +12,7 @@ import torch
 from rlcam.errors import RlcamError
 from rlcam.families.actor_critic import ActorCriticBase
 from rlcam.families.base import Family
+from rlcam.fasthead import Tape
 from rlcam.targets import CONTRAST, Forward, _contrast_index, contrast_action
 
 
@@ -59,6 +60,21 @@ class _Discrete(Family):
             return scores.gather(1, chosen).squeeze(1) - scores[:, contrast_action(target)]
         raise RlcamError(f"unknown target {target!r}.")
 
+    def coefficients(self, target: str, scores: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """dy/d(scores) ``(N, A)`` of ``score(target, ...)``, for every target but ``value``."""
+        taken = torch.zeros_like(scores).scatter_(1, actions[:, None], 1.0)
+        if target in ("logit", "q"):
+            return taken
+        if target == "logprob":  # d log softmax_a / d logits = onehot(a) - softmax
+            return taken - torch.softmax(scores, dim=1)
+        if target == "advantage":  # Q(s, a) - mean_b Q(s, b)
+            return taken - 1.0 / scores.shape[1]
+        if target.startswith(CONTRAST):
+            other = torch.zeros_like(scores)
+            other[:, contrast_action(target)] = 1.0
+            return taken - other
+        raise RlcamError(f"unknown target {target!r}.")
+
 
 class DiscreteActorCritic(ActorCriticBase, _Discrete):
     """PPO/A2C with a ``Discrete`` action space: a categorical over logits and a critic."""
@@ -81,6 +97,19 @@ class DiscreteActorCritic(ActorCriticBase, _Discrete):
 
     def display(self, forward):
         return torch.softmax(forward.action_scores, dim=1)
+
+    def hand_head(self, target, deterministic):
+        return self.hand_supported(target)  # sampling needs only the logits
+
+    def hand_forward(self, obs, target, state=None):
+        latent_pi, latent_vf, next_state, tapes = self.hand_latents(obs, state)
+        logits = tapes["pi"].run(self.policy.action_net, latent_pi)
+        return Forward(logits, self.hand_critic(latent_vf, tapes), {"state": next_state, "tapes": tapes})
+
+    def hand_gradient(self, target, forward, actions):
+        if target == "value":
+            return self.value_gradient(forward)
+        return forward.extra["tapes"]["pi"].backward(self.coefficients(target, forward.action_scores, actions))
 
 
 class QNetwork(_Discrete):
@@ -109,6 +138,29 @@ class QNetwork(_Discrete):
         else:
             q = self.policy.q_net(obs)
         return Forward(q, q.max(dim=1).values)
+
+    def _net(self):
+        return self.policy.quantile_net if self.quantiles else self.policy.q_net
+
+    def hand_head(self, target, deterministic):
+        net = self._net()
+        return Tape.supports(net.quantile_net if self.quantiles else net.q_net)
+
+    def hand_forward(self, obs, target, state=None):
+        net, tape = self._net(), Tape()
+        features = self.extract(obs, net.features_extractor)
+        if self.quantiles:  # (N, n_quantiles * A) -> the mean over quantiles, (N, A)
+            q = tape.run(net.quantile_net, features).view(-1, net.n_quantiles, self.n_actions).mean(dim=1)
+        else:
+            q = tape.run(net.q_net, features)
+        return Forward(q, q.max(dim=1).values, {"tapes": {"q": tape}})
+
+    def hand_gradient(self, target, forward, actions):
+        c = self.coefficients(target, forward.action_scores, actions)
+        if self.quantiles:  # each quantile of action a carries 1/n_quantiles of Q(s, a)
+            n_quantiles = self._net().n_quantiles
+            c = (c / n_quantiles)[:, None, :].expand(-1, n_quantiles, -1).reshape(len(c), -1)
+        return forward.extra["tapes"]["q"].backward(c)
 
     def choose(self, forward, deterministic, generator):
         scores = forward.action_scores.detach()

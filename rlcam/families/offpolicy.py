@@ -22,6 +22,7 @@ import torch
 from rlcam.errors import RlcamError
 from rlcam.families.base import sample_with
 from rlcam.families.continuous import MEAN, _Components
+from rlcam.fasthead import Tape
 from rlcam.targets import Forward
 
 Q = "q"
@@ -101,17 +102,22 @@ class ActorCritics(_Components):
             return forward.action_scores.detach()
         return sample_with(generator, forward.extra["dist"].sample).detach()
 
-    def critic_values(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    def critic_values(self, obs: torch.Tensor, actions: torch.Tensor, tapes: list | None = None) -> torch.Tensor:
         """Each critic's Q of ``actions``: ``(N, critics)``, or ``(N, critics, quantiles)`` for TQC.
 
         Written from the critic's own modules rather than ``critic(obs, a)``, which turns autograd
         off through a shared extractor (so that only the actor's loss trains it) and would hide
-        the features from the map.
+        the features from the map. With ``tapes`` (a list), each critic runs through a ``Tape``
+        appended to it, for the hand-written gradient.
         """
         critic = self.policy.critic
-        features = critic.extract_features(obs, critic.features_extractor)
+        features = self.extract(obs, critic.features_extractor)
         inputs = torch.cat([features, actions.to(features.dtype)], dim=1)
-        out = [net(inputs) for net in critic.q_networks]
+        if tapes is None:
+            out = [net(inputs) for net in critic.q_networks]
+        else:
+            tapes.extend(Tape() for _ in critic.q_networks)
+            out = [tape.run(net, inputs) for tape, net in zip(tapes, critic.q_networks, strict=True)]
         return torch.stack(out, dim=1) if self.quantiles else torch.cat(out, dim=1)
 
     def score(self, target, forward, actions):
@@ -121,10 +127,64 @@ class ActorCritics(_Components):
             # One critic pass per forward and action: every critic target and tile shares its graph.
             memo = forward.extra.get("critic_memo")
             if memo is None or memo[0] is not actions:
-                memo = (actions, self.critic_values(forward.extra["obs"], actions))
+                tapes = [] if forward.extra.get("hand") else None
+                memo = (actions, self.critic_values(forward.extra["obs"], actions, tapes), tapes)
                 forward.extra["critic_memo"] = memo
             return self._q(target, memo[1])
         raise RlcamError(f"unknown target {target!r}.")
+
+    # -- the hand-written head ------------------------------------------------------------------------
+
+    def _is_q(self, target: str) -> bool:
+        return target == Q or target.startswith(Q + ":")
+
+    def hand_head(self, target, deterministic):
+        """Critic targets for any action (the actor runs as ``predict`` does), and the deterministic
+        action's components, through heads ``Tape`` knows."""
+        actor = self.policy.actor
+        if self._is_q(target):
+            return all(Tape.supports(net) for net in self.policy.critic.q_networks)
+        if self.stochastic_actor:
+            return deterministic and Tape.supports(actor.latent_pi) and Tape.supports(actor.mu)
+        return Tape.supports(actor.mu)
+
+    def hand_forward(self, obs, target, state=None):
+        if self._is_q(target):  # the actor as usual; the critics through tapes when a score asks (``score``)
+            forward = self.forward(obs)
+            forward.extra["hand"] = True
+            return forward
+        actor, tape = self.policy.actor, Tape()
+        features = self.extract(obs, actor.features_extractor)
+        if self.stochastic_actor:  # SAC, TQC: the squashed Gaussian's mode, tanh(mu(latent_pi(features)))
+            mode = torch.tanh(tape.run(actor.mu, tape.run(actor.latent_pi, features)))
+        else:  # TD3, DDPG: mu ends with tanh
+            mode = tape.run(actor.mu, features)
+        zeros = torch.zeros(len(mode), device=mode.device)
+        return Forward(mode, zeros, {"dist": None, "obs": obs, "tapes": {"pi": tape}})
+
+    def hand_gradient(self, target, forward, actions):
+        if not self._is_q(target):
+            return self.component_gradient(target, forward, forward.extra["tapes"]["pi"], self.stochastic_actor)
+        self.score(target, forward, actions)  # the critics' tapes for these actions
+        _, values, tapes = forward.extra["critic_memo"]
+        per_critic = values.mean(dim=2) if self.quantiles else values  # (N, critics)
+        rule = self.q_rule() if target == Q else target
+        which = rule[len(Q) + 1 :]
+        coef = torch.zeros_like(per_critic)
+        if which == "min":  # the gradient of a min goes to the critic it picked
+            coef.scatter_(1, per_critic.min(dim=1).indices[:, None], 1.0)
+        elif which == "mean":
+            coef += 1.0 / self.n_critics
+        else:
+            coef[:, int(which)] = 1.0
+        grads = None
+        for k, tape in enumerate(tapes):
+            g = coef[:, k : k + 1]
+            if self.quantiles:  # critic k's Q is the mean of its quantiles
+                g = (g / values.shape[2]).expand(-1, values.shape[2])
+            g = tape.backward(g)[:, : -actions.shape[1]]  # the features' columns, not the action's
+            grads = g if grads is None else grads + g
+        return grads
 
     def _q(self, target: str, values: torch.Tensor) -> torch.Tensor:
         rule = self.q_rule() if target == Q else target

@@ -87,6 +87,34 @@ class StructuredActorCritic(ActorCriticBase):
         taken = [p.gather(1, actions[:, i : i + 1]).squeeze(1) for i, p in enumerate(parts)]
         return taken[int(part)] if part else torch.stack(taken, dim=1).sum(dim=1)
 
+    def hand_head(self, target, deterministic):
+        return self.hand_supported(target)  # sampling needs only the logits
+
+    def hand_forward(self, obs, target, state=None):
+        latent_pi, latent_vf, next_state, tapes = self.hand_latents(obs, state)
+        logits = tapes["pi"].run(self.policy.action_net, latent_pi)
+        if self.binary:
+            logits = torch.stack([-logits / 2, logits / 2], dim=-1).flatten(1)
+        return Forward(logits, self.hand_critic(latent_vf, tapes), {"state": next_state, "tapes": tapes})
+
+    def hand_gradient(self, target, forward, actions):
+        if target == "value":
+            return self.value_gradient(forward)
+        kind, _, part = target.partition(":")
+        coef = []
+        for i, p in enumerate(self.parts(forward.action_scores)):  # dy/d(part i's logits)
+            c = torch.zeros_like(p)
+            if not part or int(part) == i:
+                c.scatter_(1, actions[:, i : i + 1], 1.0)
+                if kind == "logprob":
+                    c = c - torch.softmax(p, dim=1)
+            coef.append(c)
+        coef = torch.cat(coef, dim=1)
+        if self.binary:  # the bit's logit l entered as (-l/2, +l/2)
+            pairs = coef.view(len(coef), -1, 2)
+            coef = (pairs[..., 1] - pairs[..., 0]) / 2
+        return forward.extra["tapes"]["pi"].backward(coef)
+
     def check_actions(self, actions, n):
         a = np.asarray(actions)
         if a.size != n * self.n_parts or not np.issubdtype(a.dtype, np.integer):
