@@ -250,3 +250,29 @@ def test_frame_to_input_follows_warpframe_resize():
     ys, xs = np.indices(small.shape)
     centroid = np.array([(ys * small).sum(), (xs * small).sum()]) / small.sum()
     assert np.allclose(frame_to_input((104.5, 74.5), (84, 84)), centroid, atol=0.05)
+
+
+def test_pong_moves_its_ball_by_ram_and_its_paddle_by_the_controls(tmp_path):
+    import warnings
+
+    from stable_baselines3 import PPO
+
+    from rlcam.agents import load_agent
+    from rlcam.envs import make_env
+
+    venv, _ = make_env("Pong", n_envs=1, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        PPO("CnnPolicy", venv, seed=0, device="cpu", n_steps=16, batch_size=16).save(tmp_path / "pong.zip")
+    venv.close()
+    rec = record(load_agent(tmp_path / "pong.zip"), "Pong", 90, seed=0)
+    replayer = Replayer(rec.env_id, 4)
+    found = []
+    for t in range(5, 90, 3):
+        if usable(rec, t, 4):
+            ok, got = counterfactuals(rec, t, replayer, np.random.default_rng(t))
+            assert ok  # the replay gives back every recorded observation
+            found += got
+    kinds = {(c.obj, c.how.split()[0]) for c in found}
+    assert ("ball", "ram") in kinds and ("player", "action") in kinds
+    assert all(not np.array_equal(c.obs, rec.obs[c.t]) for c in found)
