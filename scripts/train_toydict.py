@@ -157,21 +157,21 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     model.learn(total_timesteps=args.steps)
     minutes = (time.perf_counter() - started) / 60
-    card = {
-        "env": f"rlcam.toydict:{IDS[args.variant]}",
-        "steps": model.num_timesteps,
-        "seed": args.seed,
-        "minutes": round(minutes, 1),
-        **measure(model, args.variant, args.frames, seed=10_000 + args.seed),
-        "versions": {"sb3": sb3.__version__, "torch": torch.__version__, "python": platform.python_version()},
-    }
-    policy = model.policy
+    policy = model.policy  # saved before measuring, so a failed measurement keeps the agent
     policy.optimizer = policy.optimizer_class(policy.parameters(), lr=1e-4, **policy.optimizer_kwargs)
     model._last_obs = None
     model._last_original_obs = None
     args.out.parent.mkdir(parents=True, exist_ok=True)
     model.save(args.out)
-    card["size_mb"] = round(args.out.stat().st_size / 1e6, 2)
+    card = {
+        "env": f"rlcam.toydict:{IDS[args.variant]}",
+        "steps": model.num_timesteps,
+        "seed": args.seed,
+        "minutes": round(minutes, 1),
+        "size_mb": round(args.out.stat().st_size / 1e6, 2),
+        **measure(PPO.load(args.out, device="cpu"), args.variant, args.frames, seed=10_000 + args.seed),
+        "versions": {"sb3": sb3.__version__, "torch": torch.__version__, "python": platform.python_version()},
+    }
     args.out.with_suffix(".json").write_text(json.dumps(card, indent=1) + "\n")
     print(json.dumps(card, indent=1))
     return 0
