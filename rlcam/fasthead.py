@@ -15,8 +15,15 @@ two small matmuls, no autograd graph at all: the per-step cost is the forward al
 Grad-CAM needs only the spatial means of dy/da, alpha_k = mean_ij dy/da_kij, which are
 (1[z > 0] * dy/dh) times W1 averaged over each channel's cells: a (F, K) matrix instead of
 (F, K*h*w), 49 times smaller on Breakout (``head_channel_weights``).
-``build_head`` recognises this structure and returns None for anything else, in which
-case the explainer uses autograd from the layer on (same maps; tests check both agree).
+``build_head`` recognises this structure and returns None for anything else.
+
+Any other head after a NatureCNN extractor starts the same way, ``z = W1 a + b1`` then a ReLU
+(``nature_linear`` finds that Linear), so dy/da = dy/dz W1 and alpha = dy/dz mean_cells(W1)
+(``PooledWeight``) whatever comes after z. What comes after is written out by hand where SB3
+built it from known parts: ``Tape`` runs Linear/ReLU/Tanh chains (SB3's MLPs, action, value and Q
+heads) and one LSTM step, keeping what their backward needs, and each family turns its score into
+dy/d(output) (``Family.hand_gradient``). Elsewhere the explainer roots autograd's graph at z, and
+with ``fast=False`` at the layer itself (same maps; tests check every route against it).
 """
 
 from __future__ import annotations

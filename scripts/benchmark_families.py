@@ -6,14 +6,21 @@ For each family an untrained agent is built on 84x84 RGB observations (the discr
 Breakout's 4x84x84 stack), and ``Explainer.explain(obs)`` (action + map, the default target) is
 timed against ``model.predict(obs, deterministic=True)`` at batch 1 and 8, one torch thread,
 interleaved in short rounds whose order rotates (``benchmark.interleaved``); the ratio is taken
-round by round and reported as median (quartiles). The block between the family markers in
-``--out`` is rewritten.
+round by round and reported as median (quartiles), from wall-clock time and, beside it, from the
+thread's CPU time (which a busy machine's other work does not add to). ``predict`` runs on the
+same model, inside ``Explainer.paused()`` (the open explainer's hooks idle). The table names the
+path each explanation's gradient took (``Explainer.gradient_path``). For the critics' ``q``
+targets a second table splits the cost: the actor's forward (what ``predict`` runs), the critics'
+forward of the chosen action (what ``q`` adds), beside ``predict`` and ``explain``. The block
+between the family markers in ``--out`` is rewritten.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -23,7 +30,7 @@ import torch
 from gymnasium import spaces
 
 sys.path.insert(0, str(Path(__file__).parent))
-from benchmark import fmt_ratio, interleaved, markdown_table, paired_ratio  # noqa: E402
+from benchmark import fmt_ratio, markdown_table, paired_ratio  # noqa: E402
 
 from rlcam.api import as_agent  # noqa: E402
 from rlcam.explainer import Explainer  # noqa: E402
@@ -87,6 +94,27 @@ def _sample(space, n, rng):
     return rng.uniform(-1, 1, (n, *space.shape)).astype(space.dtype)
 
 
+def rounds(fns: dict, inputs: list, repeats: int, calls: int, warmup: int = 3) -> tuple[dict, dict]:
+    """Seconds per call of each function, wall-clock and thread CPU time, one sample per round of
+    ``calls`` calls each, the order rotating every round (as ``benchmark.interleaved``)."""
+    names = list(fns)
+    for name in names:
+        for i in range(warmup):
+            fns[name](inputs[i % len(inputs)])
+    wall: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            fn = fns[name]
+            started, started_cpu = time.perf_counter(), time.thread_time()
+            for i in range(calls):
+                fn(inputs[i % len(inputs)])
+            cpu[name].append((time.thread_time() - started_cpu) / calls)
+            wall[name].append((time.perf_counter() - started) / calls)
+    return wall, cpu
+
+
 def measure(kind: str, n: int, repeats: int, calls: int) -> dict:
     model, target, obs_space = build(kind)
     inputs = batches(obs_space, n)
@@ -95,31 +123,41 @@ def measure(kind: str, n: int, repeats: int, calls: int) -> dict:
         state = {"s": None}
 
         def predict(obs):
-            if recurrent:  # as a rollout calls it: the state carried
-                _, state["s"] = model.predict(obs, state=state["s"], deterministic=True)
-            else:
-                model.predict(obs, deterministic=True)
+            with explainer.paused():  # SB3's forward runs while the explainer's hooks are registered
+                if recurrent:  # as a rollout calls it: the state carried
+                    _, state["s"] = model.predict(obs, state=state["s"], deterministic=True)
+                else:
+                    model.predict(obs, deterministic=True)
 
-        explainer._passive = True  # predict runs while the explainer's hooks are registered: keep them idle
-        try:
-            samples = interleaved(
-                {"predict": predict, "explain": lambda obs: _explain(explainer, obs)},
-                inputs,
-                repeats,
-                calls,
-                warmup=3,
-            )
-        finally:
-            explainer._passive = False
-    return {"kind": kind, "n": n, "ratio": paired_ratio(samples, "explain", "predict"), "samples": samples}
+        fns = {"predict": predict, "explain": explainer.explain}
+        if target == "q":  # what the critics add: their forward of the chosen action, on their own extractor
+            family = explainer.family
 
+            def actor(obs):
+                with explainer.paused(), torch.no_grad():
+                    return family.forward(torch.as_tensor(obs))
 
-def _explain(explainer, obs):
-    explainer._passive = False
-    try:
-        return explainer.explain(obs)
-    finally:
-        explainer._passive = True
+            chosen = {}
+
+            def critics_of_action(obs):
+                key = id(obs)
+                if key not in chosen:
+                    chosen[key] = actor(obs).action_scores
+                with explainer.paused(), torch.no_grad():
+                    return family.critic_values(torch.as_tensor(obs), chosen[key])
+
+            fns.update({"actor forward": actor, "critics forward": critics_of_action})
+        wall, cpu = rounds(fns, inputs, repeats, calls)
+        path = explainer.gradient_path
+    return {
+        "kind": kind,
+        "n": n,
+        "ratio": paired_ratio(wall, "explain", "predict"),
+        "cpu_ratio": paired_ratio(cpu, "explain", "predict"),
+        "samples": wall,
+        "cpu": cpu,
+        "path": path,
+    }
 
 
 def render(results: list[dict]) -> str:
@@ -130,10 +168,40 @@ def render(results: list[dict]) -> str:
         predict_ms = np.median(r["samples"]["predict"]) * 1e3
         explain_ms = np.median(r["samples"]["explain"]) * 1e3
         rows.append(
-            [r["kind"], r["n"], f"{predict_ms:.2f}", f"{explain_ms:.2f}", fmt_ratio(r["ratio"]), f"<= {limit}", verdict]
+            [
+                r["kind"],
+                r["n"],
+                r["path"],
+                f"{predict_ms:.2f}",
+                f"{explain_ms:.2f}",
+                fmt_ratio(r["ratio"]),
+                fmt_ratio(r["cpu_ratio"]),
+                f"<= {limit}",
+                verdict,
+            ]
         )
-    headers = ["family / agent", "batch", "predict ms", "explain ms", "explain / predict", "target", ""]
-    return markdown_table(headers, rows)
+    headers = [
+        "family / agent",
+        "batch",
+        "gradient",
+        "predict ms",
+        "explain ms",
+        "explain / predict",
+        "same, CPU time",
+        "target",
+        "",
+    ]
+    table = markdown_table(headers, rows)
+    split = [r for r in results if "critics forward" in r["cpu"]]
+    if not split:
+        return table
+    rows = []
+    for r in split:
+        for name in ("predict", "actor forward", "critics forward", "explain"):
+            ms = np.median(r["cpu"][name]) * 1e3
+            rows.append([r["kind"], r["n"], name, f"{ms:.2f}", fmt_ratio(paired_ratio(r["cpu"], name, "predict"))])
+    headers = ["agent", "batch", "per call (CPU time)", "ms", "x predict"]
+    return table + "\n\nWhere a critic target's time goes:\n\n" + markdown_table(headers, rows)
 
 
 def main(argv=None) -> int:
@@ -143,7 +211,8 @@ def main(argv=None) -> int:
     parser.add_argument("--note", default="", help="a sentence printed under the table (e.g. the machine's load)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    repeats, calls = (8, 5) if args.quick else (20, 10)
+    repeats, calls = (8, 5) if args.quick else (40, 5)
+    load = os.getloadavg()
     kinds = [
         "PPO Discrete (NatureCNN)",
         "DQN (NatureCNN)",
@@ -164,8 +233,13 @@ def main(argv=None) -> int:
             print(f"{kind:28s} batch {n}: explain / predict {fmt_ratio(result['ratio'])}", flush=True)
             results.append(result)
     block = render(results)
+    block += (
+        f"\n\n`python scripts/benchmark_families.py{' --quick' if args.quick else ''}`: {repeats} rounds of {calls} calls"
+        f" per function and batch; load average {load[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end"
+        f" ({os.cpu_count()} cores)."
+    )
     if args.note:
-        block += f"\n\n{args.note}"
+        block += f" {args.note}"
     text = args.out.read_text() if args.out.exists() else ""
     generated = f"{BEGIN}\n{block}\n{END}"
     if BEGIN in text:

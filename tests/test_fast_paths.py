@@ -302,3 +302,21 @@ def test_modules_the_tape_does_not_know_go_to_autograd():
                 assert explainer.gradient_path == "autograd from z"
     _assert_same(runs[True], runs[False])
     venv.close()
+
+
+def test_paused_lets_sb3_predict_run_beside_an_open_explainer():
+    venv = venv_for(BOX, n=3, seed=4)
+    model = _model("sac", venv)
+    obs = venv.reset()
+    alone, _ = model.predict(obs, deterministic=True)
+    with Explainer(as_agent(model)) as explainer:
+        before = explainer.explain(obs)
+        with explainer.paused():
+            with explainer.paused():  # nested: the outer pause still holds after the inner one
+                pass
+            inside, _ = model.predict(obs, deterministic=True)
+        after = explainer.explain(obs)  # the hooks work again
+    np.testing.assert_array_equal(inside, alone)
+    np.testing.assert_array_equal(after.cam, before.cam)
+    assert after.cam.max() > 0
+    venv.close()
