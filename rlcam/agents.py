@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rlcam import safeload
+from rlcam.device import move_agent, resolve_device
 from rlcam.errors import RlcamError
 
 ALGOS = ("ppo", "a2c", "dqn", "qrdqn", "sac", "td3", "ddpg", "tqc", "recurrent_ppo")
@@ -279,8 +280,9 @@ def load_agent(
     algo: str | None = None,
     trust: bool = False,
     custom_objects: dict[str, str] | None = None,
+    device: str | None = None,
 ) -> Agent:
-    """Load an SB3 agent zip on the CPU.
+    """Load an SB3 agent zip on the CPU (then move its policy to ``device``, if given).
 
     Args:
         path: the ``.zip`` written by ``model.save``.
@@ -292,13 +294,17 @@ def load_agent(
         custom_objects: classes from your own code for pickled ones, ``{key: "module:Class"}``, where
             key is ``policy_class`` or a key of the agent's ``policy_kwargs`` (e.g.
             ``features_extractor_class``): a custom agent then loads without ``trust``.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (``rlcam.device.resolve_device``): the
+            policy is moved there once loaded; None leaves it on the CPU.
 
     Raises:
         RlcamError: the file is missing, not an SB3 zip or damaged; its observations hold no image;
             its algorithm is not one rlcam loads; it needs unpickling (custom classes) without
-            ``trust`` or ``custom_objects``; or its weights do not fit the policy or are not finite.
+            ``trust`` or ``custom_objects``; its weights do not fit the policy or are not finite; or
+            ``device`` is not one this machine has.
     """
     path = Path(path)
+    target = None if device is None else resolve_device(device)  # before the work of loading
     data = read_agent_data(path)
     if algo is not None and algo not in ALGOS:
         raise RlcamError(f"unknown algorithm {algo!r}; choose one of {', '.join(ALGOS)}.")
@@ -324,7 +330,10 @@ def load_agent(
     else:
         model = safeload.load_model(path, data, algo, cls, custom)
     name = _class_name(type(model.policy))
-    return Agent(model=model, algo=algo, path=path, sha256=file_sha256(path), policy_class_name=name)
+    agent = Agent(model=model, algo=algo, path=path, sha256=file_sha256(path), policy_class_name=name)
+    if target is not None:
+        move_agent(agent, target)
+    return agent
 
 
 def _class_name(cls: type) -> str:

@@ -178,11 +178,13 @@ def make_settings(baseline: Path | None = None, spec: Path | None = None, **fiel
     """
     from rlcam.agents import file_sha256
     from rlcam.check import MODES, REQUIRED, load_spec
+    from rlcam.device import resolve_device
     from rlcam.video import load_trace
 
     if fields.get("steps") is not None:
         fields.setdefault("episodes", None)
     settings = Settings(**fields)
+    resolve_device(settings.device)  # one sentence here, not one failed row per job
     if (settings.steps is None) == (settings.episodes is None):
         raise RlcamError("give either --episodes or --steps per job.")
     for name, value in (
@@ -432,7 +434,7 @@ LEADING = [
 ]  # fmt: skip
 TRAILING = [
     "run_sha", "same_run_as", "algo", "env_id", "agent_sha256", "path", "trace", "video", "check_report",
-    "attempts", "seconds", "cpu_seconds", "worker",
+    "attempts", "seconds", "cpu_seconds", "worker", "device",
 ]  # fmt: skip
 
 

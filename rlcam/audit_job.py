@@ -64,10 +64,14 @@ class Settings:
     """``rlcam.check.Thresholds`` fields; None for the defaults."""
     trust: bool = False
     """Allow SB3's full (unpickling) load; not part of what makes two audits comparable."""
+    device: str = "cpu"
+    """Where each job computes its maps (``auto``, ``cpu``, ``cuda``, ``cuda:N``), resolved by the worker
+    that runs it; each row says which it used. Like ``trust``, how the audit runs, not what it measures
+    (the maps agree to float tolerance across devices), so not part of what makes two audits comparable."""
 
     def comparable(self) -> dict:
         """The fields two runs into one folder must share (the baseline by content, not by path)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("trust", "baseline")}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("trust", "baseline", "device")}
 
 
 @dataclass(frozen=True)
@@ -271,7 +275,8 @@ def _check(job: Job, agent: Path, baseline: Path, root: Path) -> dict:
 
     s = job.settings
     try:
-        report = check(agent, baseline, Thresholds(**(s.thresholds or {})), mode=s.check_mode, trust=s.trust)
+        thresholds = Thresholds(**(s.thresholds or {}))
+        report = check(agent, baseline, thresholds, mode=s.check_mode, trust=s.trust, device=s.device)
     except RlcamError as exc:
         return {"check_verdict": "error", "check_error": str(exc)}
     write_atomic(root / job.check_report, report.to_json().encode())
@@ -321,12 +326,13 @@ def _play_and_measure(job: Job, agent: Path, baseline: Path | None, root: Path) 
             overwrite=True,  # the audit decides what is complete; a file here is a killed attempt's
             video=s.videos,
             trust=s.trust,
+            device=s.device,
         )
         result = record(cfg)
         if result.interrupted:  # SIGINT/SIGTERM reached the recorder: the run is shorter than asked
             raise KeyboardInterrupt
         meta = result.meta
-        row.update(algo=meta["algo"], env_id=meta["env_id"], agent_sha256=meta["agent_sha256"])
+        row.update(algo=meta["algo"], env_id=meta["env_id"], agent_sha256=meta["agent_sha256"], device=meta["device"])
         row.update(measure(load_trace(trace, keys=_measured_keys(trace)), s.radius))
         row.update(trace=job.trace, video=job.video if s.videos else "")
         if job.check and baseline is not None:

@@ -27,6 +27,7 @@ from xml.etree import ElementTree
 import numpy as np
 
 from rlcam.agents import Agent, load_agent
+from rlcam.device import on_device, resolve_device
 from rlcam.envs import make_env
 from rlcam.errors import RlcamError
 from rlcam.explainer import Explainer, conv_layers
@@ -102,6 +103,7 @@ class CheckReport:
     criteria: list[Criterion]
     spans: list[dict]  # worst stretches of consecutive regressed steps
     series: dict[str, list] = field(repr=False)  # per-step values (NaN where undefined)
+    device: str = "cpu"  # where the new agent's maps were computed
 
     @property
     def passed(self) -> bool:
@@ -309,10 +311,16 @@ def check(
     thresholds: Thresholds | None = None,
     mode: str = "replay",
     trust: bool = False,
+    device: str | None = None,
 ) -> CheckReport:
-    """Compare ``agent`` with the baseline trace; see the module docstring for the modes."""
+    """Compare ``agent`` with the baseline trace; see the module docstring for the modes.
+
+    ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``) is where the new agent's maps are computed;
+    None: where its policy is (the CPU for a path). A given ``Agent`` is moved back afterwards.
+    """
     if mode not in MODES:
         raise RlcamError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
+    target = None if device is None else resolve_device(device)
     thresholds = thresholds or Thresholds()
     base = baseline if isinstance(baseline, Trace) else load_trace(baseline)
     base_name = str(baseline) if not isinstance(baseline, Trace) else "trace"
@@ -320,7 +328,8 @@ def check(
     if missing:
         raise RlcamError(f"baseline {base_name} lacks {', '.join(missing)}; write baselines with 'rlcam record'.")
     agent = agent if isinstance(agent, Agent) else load_agent(agent, trust=trust)
-    new = run_new_agent(agent, base, mode)
+    with on_device(agent, target) as used:
+        new = run_new_agent(agent, base, mode)
     n = int(base.meta.get("n_envs", 1))
     base_cams = _with_env_axis(base, "cam_input", n).astype(np.float32)
     frame_hw = (210, 160) if bool(new["atari"]) else base_cams.shape[-2:]
@@ -384,4 +393,5 @@ def check(
         criteria=criteria,
         spans=spans,
         series={k: [float(x) for x in v] for k, v in series.items()},
+        device=str(used),
     )

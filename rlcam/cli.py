@@ -48,6 +48,15 @@ def _add_trust(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        metavar="auto|cpu|cuda|cuda:N",
+        help="where the maps are computed (default cpu; auto: cuda where torch sees a GPU, else cpu)",
+    )
+
+
 def _add_custom_objects(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--custom-objects",
@@ -193,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--overwrite", action="store_true", help="replace existing output files")
     _add_trust(rec)
     _add_custom_objects(rec)
+    _add_device(rec)
     rec.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: fastest at batch 1)")
     rec.add_argument("--quiet", action="store_true", help="no progress bar")
     rec.add_argument(
@@ -237,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--max-return-drop", type=float, help="own mode: allowed relative drop of the return")
     _add_trust(chk)
     _add_custom_objects(chk)
+    _add_device(chk)
     chk.add_argument("--json", type=Path, help="write the full report as JSON")
     chk.add_argument("--junit", type=Path, help="write a JUnit XML report for CI")
 
@@ -394,6 +405,7 @@ def _add_audit(sub, methods, placements) -> None:
     aud.add_argument("--overwrite", action="store_true", help="discard the folder's earlier results and start again")
     aud.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_trust(aud)
+    _add_device(aud)
 
 
 def _progress(stream):
@@ -447,6 +459,7 @@ def cmd_record(args) -> int:
         algo=args.algo,
         trust=args.trust,
         custom_objects=_custom_objects(args),
+        device=args.device,
     )
     page = None
     if args.report:
@@ -556,14 +569,16 @@ def cmd_check(args) -> int:
 
     from rlcam.agents import load_agent
     from rlcam.check import check
+    from rlcam.device import resolve_device
 
     torch.set_num_threads(1)
     for path in (args.json, args.junit):
         if path is not None and not path.parent.exists():
             raise RlcamError(f"output directory {path.parent} does not exist; create it first.")
+    device = resolve_device(args.device)  # before loading anything
     custom = _custom_objects(args)
     agent = load_agent(args.agent, trust=args.trust, custom_objects=custom) if custom else args.agent
-    report = check(agent, args.baseline, _thresholds(args), mode=args.mode, trust=args.trust)
+    report = check(agent, args.baseline, _thresholds(args), mode=args.mode, trust=args.trust, device=device)
     print(report.text())
     if args.json:
         _write_atomic(args.json, report.to_json())
@@ -639,10 +654,17 @@ def cmd_audit(args) -> int:
     import importlib.util
 
     from rlcam import audit
+    from rlcam.device import resolve_device
 
     missing = [name for name in ("tqdm", "matplotlib") if importlib.util.find_spec(name) is None]
     if missing:
         raise RlcamError(f"rlcam audit needs {' and '.join(missing)}: pip install 'rlcam[audit]'.")
+    device = resolve_device(args.device)
+    if (args.ray or args.ray_address) and device.type == "cuda":
+        raise RlcamError(
+            "--device cuda with --ray is not supported: rlcam's Ray tasks reserve no GPU; "
+            "leave out --ray (local worker processes) or use --device cpu."
+        )
     if args.ray or args.ray_address:
         executor = audit.RayExecutor(address=args.ray_address, num_cpus=args.workers)
     else:
@@ -666,6 +688,7 @@ def cmd_audit(args) -> int:
         videos=args.videos,
         check_mode=args.check_mode,
         trust=args.trust,
+        device=args.device,
     )
     result = audit.audit(
         audit.checkpoints(zips),

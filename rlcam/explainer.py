@@ -34,6 +34,7 @@ from torch import nn
 from rlcam import ig, rise
 from rlcam.agents import Agent
 from rlcam.cam import METHODS, as_method, grad_cam, layer_cam, score_cam_masks
+from rlcam.device import policy_device
 from rlcam.errors import RlcamError
 from rlcam.families import family_for
 from rlcam.fasthead import (
@@ -110,7 +111,12 @@ def traced_calls(agent: Agent, root: str) -> list[tuple[str, nn.Module]] | None:
             if isinstance(space, spaces.Dict)
             else np.zeros((1, *space.shape), space.dtype)
         )
-        obs = {k: torch.as_tensor(v) for k, v in blank.items()} if isinstance(blank, dict) else torch.as_tensor(blank)
+        device = policy_device(extractor)
+        obs = (
+            {k: torch.as_tensor(v, device=device) for k, v in blank.items()}
+            if isinstance(blank, dict)
+            else torch.as_tensor(blank, device=device)
+        )
         with torch.no_grad():
             extractor(preprocess_obs(obs, space, normalize_images=policy.normalize_images))
     except Exception:  # an extractor that needs more than a blank observation
@@ -277,6 +283,28 @@ class Explanation:
         return Explanation(**{f.name: one(getattr(self, f.name)) for f in fields(self)})
 
 
+@dataclass
+class _Found:
+    """One explained batch as computed, on the policy's device: ``Explainer._to_host`` copies the
+    small results back (shapes as in ``Explanation``; ``value`` None: not computed, NaN)."""
+
+    actions: torch.Tensor
+    forward: Forward
+    cam: torch.Tensor
+    cam_input: torch.Tensor
+    score: torch.Tensor
+    value: torch.Tensor | None
+    shares: torch.Tensor | None = None
+    action_cams: torch.Tensor | None = None
+    cam_down: torch.Tensor | None = None
+    tile_scores: torch.Tensor | None = None
+
+
+def _host(t: torch.Tensor) -> np.ndarray:
+    """A result tensor as float32 numpy on the host (the one copy back from the device)."""
+    return t.detach().to("cpu", torch.float32).numpy()
+
+
 _GRADIENT_NEEDS = ("weights", "grads")
 _INPUT_GRID_NEEDS = ("guided", "layers", "random_masks", "path_grads")  # maps made on the input grid
 
@@ -385,6 +413,7 @@ class Explainer:
         self._handles: list = []
         self._open = False
         self._param: torch.Tensor | None = None  # one of the policy's parameters, for its device
+        self._cached_on = policy_device(self.policy)  # where the head, masks and placement tensors live
         self._last_path: str | None = None  # ``gradient_path`` of the last explained pass
         self._passive = False  # extra passes run with the capture hooks doing nothing
         self._from_input = self._method.needs == "layers"  # the graph starts at the input, not at a layer
@@ -429,6 +458,9 @@ class Explainer:
         self._modes = {m: m.training for m in self.policy.modules()}
         self.policy.train(False)
         self._param = next(self.policy.parameters(), None)
+        device = self._device()
+        if device != self._cached_on:  # the policy moved since the caches were made: make them again there
+            self._forget_device(device)
         if self._head is not None:
             self._head.forget()  # weights may have changed through ``.data`` since the last use
         if self._z_pooled is not None:
@@ -438,6 +470,16 @@ class Explainer:
             self._handles.append(module.register_forward_hook(functools.partial(self._capture, i)))
         if self._z_linear is not None:
             self._handles.append(self._z_linear.register_forward_hook(self._capture_z))
+
+    def _forget_device(self, device: torch.device) -> None:
+        """Drop what was cached on another device: the hand-written head's derived weights (a QR-DQN's
+        averaged quantile rows, the critic's row), RISE's masks, the placement matrices."""
+        if self._head is not None:
+            self._head = build_head(self.policy, self.family.head_kind, self.layer_name)
+        self._rise_masks = None
+        self._to_input = {}
+        self.placement, self._placement_t = None, None
+        self._cached_on = device
 
     def close(self) -> None:
         """Remove the hooks and restore every module's train/eval mode."""
@@ -546,6 +588,8 @@ class Explainer:
         n = _size(obs)
         state = self._step_state(n, episode_start)
         given = None if actions is None else self.family.check_actions(actions, n)
+        if all_actions:
+            self.check_tiles()
         tiles = self.family.tiles(self.target) if all_actions else []
         explanation, forward = self._explain(obs, obs_t, given, state, tiles)
         if self.family.recurrent:
@@ -560,9 +604,24 @@ class Explainer:
         if self._state is None or self.family.state_size(self._state) != n:
             self._state = self.family.initial_state(n)
         starts = np.zeros(n, dtype=bool) if episode_start is None else np.asarray(episode_start, dtype=bool)
-        return self.family.with_starts(self._state, torch.as_tensor(starts, dtype=torch.float32))
+        return self.family.with_starts(self._state, torch.as_tensor(starts, dtype=torch.float32, device=self._device()))
 
     def _explain(self, obs, obs_t, given, state, tiles) -> tuple[Explanation, Forward]:
+        found = self._maps(obs, obs_t, given, state, tiles)
+        explanation = self._to_host(found)
+        if self._dict and self.extras:  # passes that differentiate scores of the actions
+            taken = self._outside(found.actions)
+            shares, attributions = self._key_attributions(obs_t, taken, state)
+            explanation.input_shares = _host(shares)
+            explanation.input_attributions = {key: _host(a) for key, a in attributions.items()}
+            explanation.key_cams = self._other_key_maps(obs, obs_t, taken, state) or None
+        if self.family.recurrent and state is not None and self.extras:
+            effects = self._memory_vs_pixels(obs_t, found.actions, state, found.score)
+            explanation.memory_effect, explanation.pixel_effect = (_host(e) for e in effects)
+        return explanation, found.forward
+
+    def _maps(self, obs, obs_t, given, state, tiles) -> _Found:
+        """The explained pass and the maps, all on the policy's device (nothing copied to the host)."""
         needs = self._method.needs
         want = "weights" if needs == "weights" else "grads" if needs in ("grads", "guided", "layers") else None
         # The hand-written head, unless a setting changed since it was chosen (api sets ``deterministic``).
@@ -609,13 +668,13 @@ class Explainer:
         action_cams = tile_scores = None
         if tiles:
             if z is not None and needs in _GRADIENT_NEEDS:  # the hand-written head's forward serves all
-                action_cams = self._every_action(acts[0], z, forward, actions).cpu().numpy()
+                action_cams = self._every_action(acts[0], z, forward, actions)
             elif tile_grads:
                 maps = [self._method.fn(acts[0], g) for g, _ in tile_grads]
-                action_cams = torch.stack(maps, dim=1).float().numpy()
-                tile_scores = torch.stack([y for _, y in tile_grads], dim=1).float().numpy()
+                action_cams = torch.stack(maps, dim=1).float()
+                tile_scores = torch.stack([y for _, y in tile_grads], dim=1).float()
             else:
-                action_cams = self._each_tile(obs, actions, tiles, state)
+                action_cams = self._each_tile(obs, obs_t, actions, tiles, state)
         if self.placement is None:
             self.placement = self._placement(tuple(cam.shape[1:]), input_hw)
             self._placement_t = None
@@ -627,39 +686,46 @@ class Explainer:
         # In torch rather than numpy: it keeps to torch's thread setting (numpy's BLAS threads
         # spin against a busy machine's other work and made this matmul take ~40 ms).
         cam_input = cam.clone() if self._placement_t is None else self._placement_t[0] @ cam @ self._placement_t[1].T
-        explanation = Explanation(
-            actions=self.family.env_actions(actions),
-            cam=cam.cpu().numpy(),
-            cam_input=cam_input.cpu().numpy(),
-            score=score.detach().cpu().numpy().astype(np.float32),
-            action_values=self.family.display(forward).detach().cpu().numpy().astype(np.float32),
+        return _Found(
+            actions=actions,
+            forward=forward,
+            cam=cam,
+            cam_input=cam_input,
+            score=score.detach(),
             value=self._value(forward, actions),
-            frame_shares=np.zeros((_size(obs), 0), np.float32)
-            if shares is None
-            else shares.cpu().numpy().astype(np.float32),
+            shares=shares,
             action_cams=action_cams,
-            cam_down=None if cam_down is None else cam_down.cpu().numpy(),
+            cam_down=cam_down,
             tile_scores=tile_scores,
         )
-        if self._dict and self.extras:  # passes that differentiate scores of the actions
-            taken = self._outside(actions)
-            shares, attributions = self._key_attributions(obs_t, taken, state)
-            explanation.input_shares, explanation.input_attributions = shares, attributions
-            explanation.key_cams = self._other_key_maps(obs, obs_t, taken, state) or None
-        if self.family.recurrent and state is not None and self.extras:
-            explanation.memory_effect, explanation.pixel_effect = self._memory_vs_pixels(obs_t, actions, state, score)
-        return explanation, forward
 
-    def _value(self, forward: Forward, actions: torch.Tensor) -> np.ndarray:
-        """The value the panel shows: the critic's V, max Q, or Q(s, a) of the taken action."""
+    def _to_host(self, found: _Found) -> Explanation:
+        """The small results copied back from the policy's device: what ``explain`` returns."""
+        n = len(found.cam)
+        return Explanation(
+            actions=self.family.env_actions(found.actions),
+            cam=_host(found.cam),
+            cam_input=_host(found.cam_input),
+            score=_host(found.score),
+            action_values=_host(self.family.display(found.forward).detach()),
+            value=np.full(n, np.nan, np.float32) if found.value is None else _host(found.value),
+            frame_shares=np.zeros((n, 0), np.float32) if found.shares is None else _host(found.shares),
+            action_cams=None if found.action_cams is None else _host(found.action_cams),
+            cam_down=None if found.cam_down is None else _host(found.cam_down),
+            tile_scores=None if found.tile_scores is None else _host(found.tile_scores),
+        )
+
+    def _value(self, forward: Forward, actions: torch.Tensor) -> torch.Tensor | None:
+        """The value the panel shows: the critic's V, max Q, or Q(s, a) of the taken action; None
+        where it would cost a pass beyond the explained one and extras are off (shown as NaN)."""
         if not self.family.value_costs_a_pass(forward, actions):  # already in the forward: no pass runs
-            return self.family.value(forward, actions).detach().cpu().numpy().astype(np.float32)
+            return self.family.value(forward, actions).detach()
         if not self.extras:
-            return np.full(len(actions), np.nan, np.float32)
+            return None
         with torch.no_grad(), self._extra_pass():
-            return self.family.value(forward, actions).detach().cpu().numpy().astype(np.float32)
+            return self.family.value(forward, actions).detach()
 
-    def _memory_vs_pixels(self, obs_t, actions, state, score) -> tuple[np.ndarray, np.ndarray]:
+    def _memory_vs_pixels(self, obs_t, actions, state, score) -> tuple[torch.Tensor, torch.Tensor]:
         """|score - score with the incoming LSTM state zeroed| and |score - score of the blurred frame|."""
         zeroed = self.family.with_starts(self.family.initial_state(len(actions)), state[-1])
         blurred = gaussian_blur(obs_t.float()) if not isinstance(obs_t, dict) else None
@@ -671,12 +737,16 @@ class Explainer:
                 pixels = torch.abs(
                     score.detach() - self.family.score(self.target, self.family.forward(blurred, state), actions)
                 )
-        return moved.numpy().astype(np.float32), pixels.numpy().astype(np.float32)
+        return moved, pixels
+
+    def _device(self) -> torch.device:
+        """The policy's device, from a parameter kept at ``open`` (it follows ``policy.to``): SB3's
+        ``policy.device`` walks the modules to find one, on every call."""
+        return self._param.device if self._param is not None else policy_device(self.policy)
 
     def _tensor(self, obs):
-        # The device of a parameter kept at ``open`` (it follows ``policy.to``): SB3's ``policy.device``
-        # walks the modules to find one, on every call.
-        device = self._param.device if self._param is not None else self.policy.device
+        """Observations on the policy's device (the one copy to it per step)."""
+        device = self._device()
         if isinstance(obs, dict):
             return {k: torch.as_tensor(v, device=device) for k, v in obs.items()}
         return torch.as_tensor(obs, device=device)
@@ -705,7 +775,8 @@ class Explainer:
 
     def _key_attributions(self, obs_t: dict, actions: torch.Tensor, state):
         """Gradient x input of the explained score for every key of a Dict observation, from one
-        extra pass with the inputs as leaves: each key's share, and the vector keys' elements."""
+        extra pass with the inputs as leaves: each key's share ``(N, K)``, and the vector keys'
+        elements ``(N, dim)``, on the policy's device."""
         leaves = {k: v.float().requires_grad_(True) for k, v in obs_t.items() if not _is_index_key(self.policy, k)}
         inputs = {k: leaves.get(k, v) for k, v in obs_t.items()}
         with self._extra_pass(), torch.enable_grad():
@@ -713,15 +784,15 @@ class Explainer:
             grads = torch.autograd.grad(score.sum(), list(leaves.values()), allow_unused=True)
         keys = list(self.policy.observation_space.spaces)
         n = len(actions)
-        totals = torch.full((n, len(keys)), float("nan"))
+        totals = torch.full((n, len(keys)), float("nan"), device=actions.device)
         attributions = {}
         for (key, x), g in zip(leaves.items(), grads, strict=True):
             gx = torch.zeros_like(x) if g is None else (g * x).detach()
             totals[:, keys.index(key)] = gx.flatten(1).sum(dim=1).abs()
             if key != self.image_key and x.dim() <= 2:
-                attributions[key] = gx.reshape(n, -1).numpy().astype(np.float32)
+                attributions[key] = gx.reshape(n, -1)
         shares = totals / totals.nan_to_num(0.0).sum(dim=1, keepdim=True).clamp_min(1e-12)
-        return shares.numpy().astype(np.float32), attributions
+        return shares, attributions
 
     def _batch(self, obs):
         """Observations as a batch ``(N, C, H, W)`` (or a dict of such batches), checked against the agent's space."""
@@ -754,6 +825,34 @@ class Explainer:
             raise RlcamError("every key of a Dict observation needs the same number of envs.")
         return batched
 
+    def tile_problem(self) -> str | None:
+        """Why the grid's tiles (``Family.tiles``) cannot be mapped at the explained layer, in one
+        sentence, or None when they can. A tile's score must pass through the layer: with separate
+        actor and critic extractors (``share_features_extractor=False``), the actor's components or
+        parts never see the critic's layer that ``value`` is explained at, and a map of them there
+        would be zero (autograd) or meaningless (a gradient through another extractor's head)."""
+        path = split_call(self.layer_name)[0]
+        foreign = [
+            tile
+            for _, tile, _ in self.family.tiles(self.target)
+            if not any(path.startswith(root + ".") for root in self.family.extractor_paths(tile))
+        ]
+        if not foreign:
+            return None
+        roots = ", ".join(self.family.extractor_paths(self.target))
+        return (
+            f"the tiles of every action component or part ({', '.join(foreign)}) do not pass through layer "
+            f"{self.layer_name!r}, which lies in {roots}, an extractor only {self.target!r} uses (this agent's "
+            f"actor and critic have separate features extractors); map {self.target!r} without --all-actions, "
+            f"or the tiles with one of the actor's targets, such as {foreign[0]!r}."
+        )
+
+    def check_tiles(self) -> None:
+        """``tile_problem`` as an ``RlcamError``."""
+        problem = self.tile_problem()
+        if problem is not None:
+            raise RlcamError(problem)
+
     def action_maps(self, obs: np.ndarray) -> np.ndarray:
         """The map of every tile, ``(N, T, h, w)`` float32, raw like ``Explanation.cam``.
 
@@ -771,7 +870,7 @@ class Explainer:
         obs_t = self._tensor(obs)
         with torch.no_grad():
             acts, z, forward = head_forward(self._head, self._preprocess(obs_t), self.family.head_kind)
-            return self._every_action(acts, z, forward).cpu().numpy()
+            return _host(self._every_action(acts, z, forward))
 
     def _every_action(
         self, acts: torch.Tensor, z: torch.Tensor, forward: Forward, taken: torch.Tensor | None = None
@@ -787,20 +886,18 @@ class Explainer:
                 maps.append(self._method.fn(acts, grads))
         return torch.stack(maps, dim=1).float()
 
-    def _each_tile(self, obs: np.ndarray, taken: torch.Tensor, tiles, state=None) -> np.ndarray:
+    def _each_tile(self, obs, obs_t, taken: torch.Tensor, tiles, state=None) -> torch.Tensor:
         """Every tile's map ``(N, T, h, w)``, one explained pass per tile (methods without a shared pass)."""
         n = _size(obs)
-        obs_t = self._tensor(obs)
         target, maps = self.target, []
         try:
             for _, tile_target, action in tiles:
                 self.target = tile_target
-                given = taken if action is None else torch.full((n,), action, device=obs_t.device)
-                explanation, _ = self._explain(obs, obs_t, given, state, [])
-                maps.append(explanation.cam)
+                given = taken if action is None else torch.full((n,), action, device=taken.device)
+                maps.append(self._maps(obs, obs_t, given, state, []).cam)
         finally:
             self.target = target
-        return np.stack(maps, axis=1)
+        return torch.stack(maps, dim=1)
 
     # -- where maps land ---------------------------------------------------------------------------
 
@@ -1015,9 +1112,9 @@ class Explainer:
         masks = score_cam_masks(self._on_input(0, acts, obs_t.shape[2:]))  # (N, K, H, W)
         x = obs_t.float()
         n, k = masks.shape[:2]
-        scores = torch.empty(n * k)
+        scores = torch.empty(n * k, device=x.device)
         for start in range(0, n * k, CHUNK):
-            flat = torch.arange(start, min(start + CHUNK, n * k))
+            flat = torch.arange(start, min(start + CHUNK, n * k), device=x.device)
             rows, channels = flat // k, flat % k
             inputs = x[rows] * masks[rows, channels][:, None]
             scores[flat] = self.family.score(self.target, self._plain_forward(inputs), actions[rows]).float()

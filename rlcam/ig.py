@@ -56,12 +56,12 @@ def path_gradient(
         chunk: path points per forward and backward.
     """
     n = len(x)
-    alphas, weights = (t.to(x.dtype) for t in trapezoid(steps))
+    alphas, weights = (t.to(x.device, x.dtype) for t in trapezoid(steps))
     points = steps + 1
     start_at = torch.full_like(x, baseline)
     mean = torch.zeros_like(x)
     for start in range(0, n * points, chunk):
-        flat = torch.arange(start, min(start + chunk, n * points))
+        flat = torch.arange(start, min(start + chunk, n * points), device=x.device)
         rows, k = flat // points, flat % points
         a = alphas[k][:, None, None, None]
         inputs = (start_at[rows] + a * (x[rows] - start_at[rows])).detach().requires_grad_(True)

@@ -38,8 +38,8 @@ def gaussian_matrix(n: int, sigma: float) -> torch.Tensor:
 
 def gaussian_blur(x: torch.Tensor, sigma: float = BLUR_SIGMA) -> torch.Tensor:
     """Separable Gaussian blur of ``x (..., H, W)``, per channel."""
-    gy = gaussian_matrix(x.shape[-2], sigma).to(x.dtype)
-    gx = gaussian_matrix(x.shape[-1], sigma).to(x.dtype)
+    gy = gaussian_matrix(x.shape[-2], sigma).to(x.device, x.dtype)
+    gx = gaussian_matrix(x.shape[-1], sigma).to(x.device, x.dtype)
     return gy @ x @ gx.T
 
 
@@ -87,13 +87,13 @@ def perturbation_shift(
         chunk: perturbed inputs per forward.
     """
     n, _, height, width = x.shape
-    masks = probe_masks(height, width, stride, mask_sigma).to(x.dtype)  # (P, H, W)
+    masks = probe_masks(height, width, stride, mask_sigma).to(x.device, x.dtype)  # (P, H, W)
     n_probes = len(masks)
-    base = output(x, torch.arange(n))  # (N, D)
+    base = output(x, torch.arange(n, device=x.device))  # (N, D)
     blurred = gaussian_blur(x, blur_sigma)
-    shift = torch.empty(n * n_probes, dtype=base.dtype)
+    shift = torch.empty(n * n_probes, dtype=base.dtype, device=x.device)
     for start in range(0, n * n_probes, chunk):
-        flat = torch.arange(start, min(start + chunk, n * n_probes))
+        flat = torch.arange(start, min(start + chunk, n * n_probes), device=x.device)
         rows, probes = flat // n_probes, flat % n_probes
         mask = masks[probes][:, None]  # (B, 1, H, W)
         inputs = x[rows] * (1 - mask) + blurred[rows] * mask

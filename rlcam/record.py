@@ -23,6 +23,7 @@ import torch
 
 import rlcam
 from rlcam.agents import load_agent
+from rlcam.device import device_meta, resolve_device
 from rlcam.envs import action_names, check_compatible, frames, make_env
 from rlcam.errors import RlcamError
 from rlcam.explainer import Explainer
@@ -88,6 +89,8 @@ class RecordConfig:
     """Allow SB3's full load, which unpickles the zip (runs code in it); only for files you trust."""
     custom_objects: dict[str, str] | None = None
     """Classes of your own code for pickled ones, ``{key: "module:Class"}`` (see ``rlcam.agents.load_agent``)."""
+    device: str = "cpu"
+    """Where the maps are computed: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (``rlcam.device``)."""
 
     def __post_init__(self):
         self.agent = Path(self.agent)
@@ -171,9 +174,10 @@ def record(cfg: RecordConfig, on_step: Callable[[int, int | None], None] | None 
         on_step: called after each step with (steps done, total steps or None) for progress display.
     """
     validate(cfg)
+    device = resolve_device(cfg.device)
     started = time.perf_counter()
     agent_path, env = agent_and_env(cfg.agent, cfg.env)  # a run folder: its model and its training env
-    agent = load_agent(agent_path, algo=cfg.algo, trust=cfg.trust, custom_objects=cfg.custom_objects)
+    agent = load_agent(agent_path, algo=cfg.algo, trust=cfg.trust, custom_objects=cfg.custom_objects, device=device)
     space = agent.model.observation_space
     venv, env_info = make_env(env, cfg.n_envs, cfg.seed, frame_stack=cfg.frame_stack, agent_space=space)
     try:
@@ -190,6 +194,8 @@ def record(cfg: RecordConfig, on_step: Callable[[int, int | None], None] | None 
             action_names=names,
             extras=True,  # the trace keeps Dict shares, memory vs pixels, Q(s, a) beside an actor's map
         )
+        if cfg.all_actions:  # before any output is opened
+            explainer.check_tiles()
         total = cfg.steps if cfg.steps is not None else (None if cfg.episodes else DEFAULT_STEPS)
         meta = dict(
             rlcam_version=rlcam.__version__,
@@ -220,6 +226,7 @@ def record(cfg: RecordConfig, on_step: Callable[[int, int | None], None] | None 
             save_obs=cfg.save_obs,
             all_actions=cfg.all_actions,
             objects=object_names(env_info.env_id),
+            **device_meta(device),
         )
         with (
             explainer,
@@ -598,8 +605,9 @@ def _placed_indices(cam: np.ndarray, scale: float, ys: torch.Tensor, xs: torch.T
 
 def _loop(cfg, venv, env_id, explainer, names, video, trace, total, stop, on_step):
     """Returns (steps, games ended, interrupted, the env's failure or None, share of all-zero maps)."""
-    # Continuous and structured actions show a tile per component or part by default.
-    tiles = cfg.all_actions or not explainer.family.discrete
+    # Continuous and structured actions show a tile per component or part by default, where the
+    # explained layer can map them (not the critic's own extractor: ``Explainer.tile_problem``).
+    tiles = cfg.all_actions or (not explainer.family.discrete and explainer.tile_problem() is None)
     writer = StepWriter(
         explainer,
         names,

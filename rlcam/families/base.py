@@ -180,6 +180,9 @@ def sample_with(generator: torch.Generator, draw):
     """``draw()`` (which samples with torch's global generator, as SB3's distributions do) seeded from
     ``generator``, leaving the global generator's state as it was."""
     seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-    with torch.random.fork_rng(devices=[]):
+    # The draw runs where the distribution's tensors are: on a GPU, CUDA's global generator (seeded from
+    # the same number, so the same distribution, but not the CPU's draws), whose state is kept too.
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         return draw()
