@@ -295,3 +295,51 @@ def test_explain_refuses_the_actors_tiles_at_the_critics_layer(tmp_path):
                 with pytest.raises(RlcamError, match="separate features extractors"):
                     explainer.explain(obs, all_actions=True)
                 assert explainer.explain(obs).action_cams is None  # the value's map alone is fine
+
+
+def test_the_extras_passes_compute_on_the_policys_device():
+    """Dict observations' gradient x input per key, and a recurrent policy's memory vs pixels."""
+    import stable_baselines3 as sb3
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecTransposeImage
+
+    from tests.test_multi_input import DictEnv
+
+    venv = VecTransposeImage(DummyVecEnv([DictEnv, DictEnv]))
+    venv.seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = sb3.PPO("MultiInputPolicy", venv, n_steps=16, batch_size=16, seed=2, device="cpu")
+    obs = venv.reset()
+    venv.close()
+    recurrent_venv = venv_for(spaces.Discrete(3), n=2, seed=4)
+    recurrent = _model("recurrent", recurrent_venv)
+    recurrent_obs = recurrent_venv.reset()
+    recurrent_venv.close()
+    for m in (model, recurrent):
+        m.policy.to("meta")
+    with one_device():
+        with Explainer(as_agent(model), extras=True) as explainer:
+            obs_t = explainer._tensor(obs)
+            found = explainer._maps(obs, obs_t, None, None, [])
+            shares, attributions = explainer._key_attributions(obs_t, explainer._outside(found.actions), None)
+            assert shares.device.type == "meta" and attributions
+            assert {a.device.type for a in attributions.values()} == {"meta"}
+        with Explainer(as_agent(recurrent), extras=True) as explainer:
+            obs_t = explainer._tensor(recurrent_obs)
+            state = explainer._step_state(len(recurrent_obs), np.array([True, False]))
+            found = explainer._maps(recurrent_obs, obs_t, None, state, [])
+            effects = explainer._memory_vs_pixels(obs_t, found.actions, state, found.score)
+            assert [e.device.type for e in effects] == ["meta", "meta"]
+
+
+def test_gpu_check_refuses_without_cuda_and_writes_only_its_block(tmp_path, capsys):
+    from scripts import gpu_check
+
+    if not CUDA:
+        assert gpu_check.main([]) == 2
+        assert "needs a CUDA GPU" in capsys.readouterr().err
+    page = tmp_path / "b.md"
+    page.write_text(f"before\n{gpu_check.BEGIN}\nold\n{gpu_check.END}\nafter\n")
+    gpu_check.write_docs(page, "new table")
+    assert page.read_text() == f"before\n{gpu_check.BEGIN}\nnew table\n{gpu_check.END}\nafter\n"
+    assert gpu_check.rel_diff(np.array([2.0, -4.0]), np.array([2.0, -3.0])) == 0.25
