@@ -127,7 +127,8 @@ def table(rows: list[dict], strength: dict[str, float]) -> tuple[list[dict], lis
             for j, seed in enumerate(seeds):
                 text = cell.get((label, seed), "")
                 values[i, j] = float(text) if text not in ("", None) else np.nan
-        means = np.nanmean(values, axis=1) if np.isfinite(values).any() else values[:, 0]
+        counts = np.isfinite(values).sum(axis=1)
+        means = np.where(counts > 0, np.nansum(values, axis=1) / np.maximum(counts, 1), np.nan)
         keep = np.isfinite(means)
         if keep.sum() < 3:
             continue
