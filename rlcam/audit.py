@@ -290,6 +290,14 @@ def _drop_partials(out: Path) -> None:
             shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
 
 
+def _drop_unlanded(jobs: list[Job], out: Path) -> None:
+    """After a stop, delete the files of jobs that have no row: a worker ended between its trace and its row."""
+    for job in jobs:
+        if not (out / "rows" / f"{job.name}.json").exists():
+            for rel in [job.trace, job.video] + [job.check_report] * job.check:  # a report is the first seed's
+                (out / rel).unlink(missing_ok=True)
+
+
 def _read_rows(out: Path) -> dict[str, dict]:
     rows = {}
     for path in sorted((out / "rows").glob("*.json")):
@@ -358,10 +366,11 @@ def audit(
             row = result.row
             if row.get("status") == "interrupted":
                 return  # not complete: a rerun runs it again
-            for rel, data in (result.files or {}).items():
-                write_atomic(out / rel, data)
             row = {key: _clean(value) for key, value in row.items()} | {"attempts": attempts}
-            write_atomic(out / "rows" / f"{job.name}.json", json.dumps(row, indent=1).encode())
+            with _interrupts_deferred():  # the files and their row land together, or a rerun redoes the job
+                for rel, data in (result.files or {}).items():
+                    write_atomic(out / rel, data)
+                write_atomic(out / "rows" / f"{job.name}.json", json.dumps(row, indent=1).encode())
             failures += row["status"] != "ok"
             bar.update(1)
             bar.set_postfix(failed=failures, refresh=False)
@@ -376,6 +385,8 @@ def audit(
         finally:
             bar.close()
             _drop_partials(out)
+            if interrupted:
+                _drop_unlanded(todo, out)
         rows = sorted(_read_rows(out).values(), key=_order)
         _mark_identical(rows)
         result = AuditResult(rows=rows, ran=len(todo), skipped=len(jobs) - len(todo), interrupted=interrupted)
@@ -387,6 +398,26 @@ def audit(
 
         write_atomic(result.html, summary_html(rows, settings, columns(rows), result.lines).encode())
     return result
+
+
+@contextlib.contextmanager
+def _interrupts_deferred():
+    """Hold Ctrl-C and SIGTERM until the block ends, then raise the interrupt (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in _STOPS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if caught:
+        raise KeyboardInterrupt
+
+
+_STOPS = (signal.SIGINT, signal.SIGTERM)
 
 
 @contextlib.contextmanager

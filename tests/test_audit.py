@@ -375,6 +375,57 @@ def test_ctrl_c_keeps_finished_jobs_and_a_rerun_does_the_rest(toy_run, pool, tmp
     assert (again.ran, again.skipped, len(again.rows)) == (3 - done, done, 3)
 
 
+class StoppedMidway:
+    """An executor stopped as a pool or Ray run can be: a job landed, a Ctrl-C as the next one's files land,
+    and a third job's trace on disk without its result when the stop comes."""
+
+    def __init__(self, monkeypatch):
+        self.monkeypatch = monkeypatch
+
+    def run(self, jobs, on_done):
+        from rlcam.audit_job import JobResult, run_job
+
+        first, second, third = jobs
+        on_done(first, run_job(first), 1)
+        ran = run_job(second)  # as Ray returns it: the files in the result, none yet in the folder
+        files = {ran.row["trace"]: (second.out / second.trace).read_bytes()}
+        (second.out / second.trace).unlink()
+        real_write = audit.write_atomic
+
+        def write_then_interrupt(path, data):
+            real_write(path, data)
+            if Path(path).parent.name == "traces":
+                os.kill(os.getpid(), signal.SIGINT)
+
+        self.monkeypatch.setattr(audit, "write_atomic", write_then_interrupt)
+        try:
+            on_done(second, JobResult(ran.row, files), 1)
+        finally:
+            self.monkeypatch.setattr(audit, "write_atomic", real_write)
+        raise AssertionError("the interrupt was not raised once the second job had landed")
+
+
+def test_a_stop_keeps_each_jobs_files_and_row_together(toy_run, tmp_path, monkeypatch):
+    out = tmp_path / "audit"
+    cks = audit.checkpoints([toy_run[0] / "rl_model_20_steps.zip"])
+    settings = toy_settings(steps=40)
+    orphan = out / "traces" / "rl_model_20_steps_seed2.npz"
+
+    class ThirdWritten(StoppedMidway):
+        def run(self, jobs, on_done):
+            orphan.write_bytes(b"a worker ended after writing this and before its row")
+            super().run(jobs, on_done)
+
+    result = audit.audit(cks, [0, 1, 2], settings, out, ThirdWritten(monkeypatch), progress=False)
+    assert result.interrupted and [r["seed"] for r in result.rows] == [0, 1]
+    assert sorted(p.name for p in (out / "traces").glob("*.npz")) == [
+        "rl_model_20_steps_seed0.npz",
+        "rl_model_20_steps_seed1.npz",
+    ]
+    assert load_trace(out / "traces" / "rl_model_20_steps_seed1.npz").steps == 40
+    assert not leftovers(out)
+
+
 # -- Ray ------------------------------------------------------------------------------------------
 
 
