@@ -24,19 +24,20 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import re
-import signal
-import time
+import sys
 from pathlib import Path
 
 import ale_py
 import gymnasium as gym
 import torch
 from stable_baselines3 import A2C, DQN, PPO
-from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_atari_env
 from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import VecFrameStack
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from resumable import Progress, latest_checkpoint, learn_resumably  # noqa: E402
 
 gym.register_envs(ale_py)
 
@@ -82,10 +83,7 @@ def zoo_hyperparameters(algo: str) -> dict:
 
 N_ENVS = {"ppo": 8, "a2c": 16, "dqn": 1, "qrdqn": 1}
 REPLAY_BUFFER = "replay_buffer.pkl"
-# A gap this long between two env steps means the process was stopped (e.g. SIGSTOP while the
-# machine was needed for something else); it is left out of the elapsed training time. A PPO
-# update (4 epochs over 1024 samples) or saving the replay buffer takes well under this.
-STALL_S = 60.0
+CHECKPOINT = "ckpt_{}_steps.zip"
 
 
 def algo_class(algo: str):
@@ -112,78 +110,13 @@ def use_fused_adam(model) -> None:
             group["foreach"] = None
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = []
-    for path in run_dir.glob("ckpt_*_steps.zip"):
-        match = re.fullmatch(r"ckpt_(\d+)_steps\.zip", path.name)
-        if match:
-            found.append((int(match.group(1)), path))
-    return max(found)[1] if found else None
-
-
-class Progress(BaseCallback):
-    """Logs progress and saves a checkpoint every ``every`` steps."""
-
-    def __init__(self, run_dir: Path, every: int, elapsed_before: float):
-        super().__init__()
-        self.run_dir = run_dir
-        self.every = every
-        self.elapsed_before = elapsed_before
-        self.started = time.time()
-        self.stalled = 0.0  # seconds the process did not run (stopped, suspended): not training time
-        self.last_step = self.started
-        self.steps_at_start = 0
-        self.next_log = 0
-        self.next_ckpt = 0
-        self.stop_requested = False  # set by SIGINT/SIGTERM: end learn() at this step, then save
-
-    def _on_training_start(self) -> None:
-        self.steps_at_start = self.num_timesteps
-        self.next_log = (self.num_timesteps // 10_000 + 1) * 10_000
-        self.next_ckpt = (self.num_timesteps // self.every + 1) * self.every
-
-    def elapsed(self) -> float:
-        return self.elapsed_before + time.time() - self.started - self.stalled
-
-    def _on_step(self) -> bool:
-        now = time.time()
-        if now - self.last_step > STALL_S:  # a step never takes this long unless the process was stopped
-            self.stalled += now - self.last_step
-        self.last_step = now
-        if self.num_timesteps >= self.next_log:
-            self.next_log += 10_000
-            self._log()
-        if self.num_timesteps >= self.next_ckpt:
-            self.next_ckpt += self.every
-            self.save()
-        return not self.stop_requested
-
-    def _log(self) -> None:
-        infos = self.model.ep_info_buffer
-        score = sum(i["r"] for i in infos) / len(infos) if infos else float("nan")
-        rate = (self.num_timesteps - self.steps_at_start) / max(time.time() - self.started - self.stalled, 1e-9)
-        row = dict(
-            steps=self.num_timesteps,
-            elapsed_s=round(self.elapsed(), 1),
-            steps_per_s=round(rate, 1),
-            train_score_mean=round(score, 2),
-            episodes_in_mean=len(infos),
-        )
-        print(json.dumps(row), flush=True)
-        with open(self.run_dir / "progress.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
-
-    def save(self) -> None:
-        path = self.run_dir / f"ckpt_{self.num_timesteps}_steps.zip"
-        self.model.save(path)
-        if hasattr(self.model, "replay_buffer"):
-            # Written beside, then renamed: a kill mid-write never leaves a truncated buffer.
-            partial = self.run_dir / "replay_buffer.partial.pkl"
-            self.model.save_replay_buffer(partial)
-            partial.replace(self.run_dir / REPLAY_BUFFER)
-        state = dict(steps=self.num_timesteps, elapsed_s=round(self.elapsed(), 1), checkpoint=path.name)
-        (self.run_dir / "state.json").write_text(json.dumps(state, indent=1))
-        print(f"checkpoint {path}", flush=True)
+def save_replay_buffer(model, run_dir: Path) -> None:
+    """Beside each checkpoint, for DQN and QR-DQN: written beside, then renamed, so a kill mid-write
+    never leaves a truncated buffer."""
+    if hasattr(model, "replay_buffer"):
+        partial = run_dir / "replay_buffer.partial.pkl"
+        model.save_replay_buffer(partial)
+        partial.replace(run_dir / REPLAY_BUFFER)
 
 
 def main() -> None:
@@ -202,8 +135,7 @@ def main() -> None:
     env = VecFrameStack(make_atari_env(args.env, n_envs=N_ENVS[args.algo], seed=args.seed), n_stack=4)
     cls = algo_class(args.algo)
 
-    checkpoint = latest_checkpoint(args.run_dir)
-    elapsed_before = 0.0
+    checkpoint = latest_checkpoint(args.run_dir, CHECKPOINT)
     if checkpoint is None:
         model = cls("CnnPolicy", env, seed=args.seed, verbose=0, **zoo_hyperparameters(args.algo))
         config = dict(
@@ -226,28 +158,11 @@ def main() -> None:
             else:  # refill before learning again, rather than learn from a handful of transitions
                 model.learning_starts = model.num_timesteps + model.learning_starts
                 print(f"no replay buffer: learning resumes after {model.learning_starts} steps", flush=True)
-        state_file = args.run_dir / "state.json"
-        if state_file.exists():
-            elapsed_before = json.loads(state_file.read_text())["elapsed_s"]
         print(f"resuming from {checkpoint} at {model.num_timesteps} steps", flush=True)
 
     use_fused_adam(model)
-    remaining = args.steps - model.num_timesteps
-    if remaining <= 0:
-        print("already trained to --steps; nothing to do")
-        return
-    progress = Progress(args.run_dir, args.checkpoint_every, elapsed_before)
-
-    def stop(signum, frame):
-        print(f"{signal.Signals(signum).name}: stopping after this step and saving a checkpoint", flush=True)
-        progress.stop_requested = True
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    # reset_num_timesteps=False adds num_timesteps to the total, so the schedules
-    # keep running over the full --steps budget after a resume.
-    model.learn(remaining, callback=progress, reset_num_timesteps=False)
-    progress.save()
+    progress = Progress(args.run_dir, args.checkpoint_every, CHECKPOINT, save_also=save_replay_buffer)
+    learn_resumably(model, args.steps, progress)
 
 
 if __name__ == "__main__":

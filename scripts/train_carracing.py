@@ -22,26 +22,26 @@ unnormalised) goes to ``<run-dir>/progress.jsonl``.
 from __future__ import annotations
 
 import argparse
-import json
-import re
-import signal
 import sys
-import time
 from pathlib import Path
 
 import torch
 import yaml
 from stable_baselines3 import PPO
-from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import VecFrameStack, VecNormalize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from resumable import Progress, latest_checkpoint, learn_resumably  # noqa: E402
+
 from rlcam.zoo import WRAPPERS  # noqa: E402  (rl-zoo's wrappers, as rlcam rebuilds them)
 
 ENV = "CarRacing-v3"
+CHECKPOINT = "rl_model_{}_steps.zip"
 N_ENVS = 8
 FRAME_STACK = 2
 # rl-zoo's env_wrapper list for CarRacing, written into config.yml as rl-zoo writes it.
@@ -106,55 +106,12 @@ def write_params(run_dir: Path, steps: int, seed: int) -> None:
     )
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = [
-        (int(m.group(1)), p)
-        for p in run_dir.glob("rl_model_*_steps.zip")
-        if (m := re.fullmatch(r"rl_model_(\d+)_steps\.zip", p.name))
-    ]
-    return max(found)[1] if found else None
-
-
-class Progress(BaseCallback):
-    def __init__(self, run_dir: Path, every: int, elapsed_before: float):
-        super().__init__()
-        self.run_dir, self.every, self.elapsed_before = run_dir, every, elapsed_before
-        self.started = time.time()
-        self.stop_requested = False
-
-    def _on_training_start(self) -> None:
-        self.steps_at_start = self.num_timesteps
-        self.next_log = (self.num_timesteps // 5_000 + 1) * 5_000
-        self.next_ckpt = (self.num_timesteps // self.every + 1) * self.every
-
-    def _on_step(self) -> bool:
-        if self.num_timesteps >= self.next_log:
-            self.next_log += 5_000
-            infos = self.model.ep_info_buffer
-            row = dict(
-                steps=self.num_timesteps,
-                elapsed_s=round(self.elapsed_before + time.time() - self.started, 1),
-                steps_per_s=round((self.num_timesteps - self.steps_at_start) / (time.time() - self.started), 1),
-                train_score_mean=round(sum(i["r"] for i in infos) / len(infos), 1) if infos else None,
-                episodes_in_mean=len(infos),
-            )
-            print(json.dumps(row), flush=True)
-            with open(self.run_dir / "progress.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
-        if self.num_timesteps >= self.next_ckpt:
-            self.next_ckpt += self.every
-            self.save(self.run_dir / f"rl_model_{self.num_timesteps}_steps.zip")
-        return not self.stop_requested
-
-    def save(self, path: Path) -> None:
-        self.model.save(path)
-        stats = self.run_dir / ENV / "vecnormalize.pkl"
-        partial = stats.with_suffix(".partial.pkl")
-        self.model.get_vec_normalize_env().save(str(partial))
-        partial.replace(stats)
-        elapsed = round(self.elapsed_before + time.time() - self.started, 1)
-        (self.run_dir / "state.json").write_text(json.dumps(dict(steps=self.num_timesteps, elapsed_s=elapsed)))
-        print(f"checkpoint {path}", flush=True)
+def save_stats(model, run_dir: Path) -> None:
+    """The VecNormalize statistics beside each checkpoint (written beside, then renamed)."""
+    stats = run_dir / ENV / "vecnormalize.pkl"
+    partial = stats.with_suffix(".partial.pkl")
+    model.get_vec_normalize_env().save(str(partial))
+    partial.replace(stats)
 
 
 def main() -> None:
@@ -167,34 +124,17 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = latest_checkpoint(args.run_dir)
+    checkpoint = latest_checkpoint(args.run_dir, CHECKPOINT)
     venv = make_venv(args.seed, args.run_dir)
-    elapsed_before = 0.0
     if checkpoint is None:
         write_params(args.run_dir, args.steps, args.seed)
         model = PPO("CnnPolicy", venv, seed=args.seed, verbose=0, **hyperparameters(args.steps))
     else:
         model = PPO.load(checkpoint, env=venv)
-        state = args.run_dir / "state.json"
-        elapsed_before = json.loads(state.read_text())["elapsed_s"] if state.exists() else 0.0
         print(f"resuming from {checkpoint} at {model.num_timesteps} steps", flush=True)
-    remaining = args.steps - model.num_timesteps
-    if remaining <= 0:
-        print("already trained to --steps; nothing to do")
-        return
-    progress = Progress(args.run_dir, args.checkpoint_every, elapsed_before)
-
-    def stop(signum, frame):
-        print(f"{signal.Signals(signum).name}: stopping after this step, with a checkpoint", flush=True)
-        progress.stop_requested = True
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    model.learn(remaining, callback=progress, reset_num_timesteps=False)
-    final = args.run_dir / f"rl_model_{model.num_timesteps}_steps.zip"
-    progress.save(final)
-    if model.num_timesteps >= args.steps:
-        progress.save(args.run_dir / f"{ENV}.zip")
+    progress = Progress(args.run_dir, args.checkpoint_every, CHECKPOINT, log_every=5_000, save_also=save_stats)
+    if learn_resumably(model, args.steps, progress):
+        progress.save(args.run_dir / f"{ENV}.zip")  # rl-zoo's name for the finished run's agent
 
 
 if __name__ == "__main__":
