@@ -1,7 +1,8 @@
 """The audit's ``summary.html``: one self-contained page (inline CSS and SVG, no script, no network).
 
 It shows the verdict lines, a plot of each metric against training step (every seed's value as a
-dot, the mean over seeds as a line, the seeds' range as a band), a table per checkpoint (mean and
+dot, the mean over seeds as a line, the seeds' range as a band; a line per run when checkpoints
+of several runs are audited together), a table per checkpoint (mean and
 range over seeds) and a table per job with links to its trace, video and check report (paths
 relative to the page, so the audit folder can be moved or zipped whole).
 
@@ -14,6 +15,7 @@ import html
 import io
 import math
 import re
+from pathlib import PurePath
 
 import numpy as np
 
@@ -91,24 +93,49 @@ def _series(rows: list[dict], metric: str):
     return out, by_step
 
 
+RUN_COLOURS = ["#1f4e79", "#9a3412", "#166534", "#6b21a8", "#854d0e", "#be185d"]
+
+
+def run_of(row: dict) -> str:
+    """The training run a checkpoint belongs to, as far as the rows tell: its algorithm and folder."""
+    folder = PurePath(str(row.get("path") or "")).parent
+    return f"{row.get('algo') or 'unknown'} in {PurePath(*folder.parts[-2:]).as_posix()}/"
+
+
 def plot_svg(rows: list[dict], metric: str) -> str:
-    """One metric against training step as inline SVG (no XML header)."""
+    """One metric against training step as inline SVG (no XML header).
+
+    Checkpoints of different runs (``run_of``: algorithm and folder) are not joined: each run gets its
+    own line and band, and a run of one checkpoint an open circle at its mean.
+    """
     import matplotlib
     from matplotlib.figure import Figure
     from matplotlib.ticker import EngFormatter
 
     series, by_step = _series(rows, metric)
+    runs: dict[str, list[dict]] = {}
+    for row in rows:
+        runs.setdefault(run_of(row), []).append(row)
+    if not by_step or len(runs) == 1:
+        runs = {"": rows}
     heading, meaning = title(metric)
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "rlcam", "font.size": 9}):
         fig = Figure(figsize=(5.2, 3.0))
         ax = fig.add_subplot()
-        xs = [x for _, x, v in series if v]
-        means = [np.mean([y for _, y in v]) for _, _, v in series if v]
-        lows = [min(y for _, y in v) for _, _, v in series if v]
-        highs = [max(y for _, y in v) for _, _, v in series if v]
-        if xs:
-            ax.fill_between(xs, lows, highs, color="#1f77b4", alpha=0.15, linewidth=0)
-            ax.plot(xs, means, color="#1f4e79", linewidth=1.6)
+        for r, (run, run_rows) in enumerate(runs.items()):
+            colour = RUN_COLOURS[r % len(RUN_COLOURS)]
+            points = [(x, v) for _, x, v in (_series(run_rows, metric)[0] if run else series) if v]
+            xs = [x for x, _ in points]
+            means = [np.mean([y for _, y in v]) for _, v in points]
+            if len(points) == 1:
+                ax.scatter(xs, means, s=46, facecolors="none", edgecolors=colour, linewidths=1.4, zorder=4, label=run)
+            elif points:
+                lows = [min(y for _, y in v) for _, v in points]
+                highs = [max(y for _, y in v) for _, v in points]
+                ax.fill_between(xs, lows, highs, color=colour, alpha=0.13, linewidth=0)
+                ax.plot(xs, means, color=colour, linewidth=1.6, label=run or None)
+        if len(runs) > 1:
+            ax.legend(fontsize=7, frameon=False)
         seeds = sorted({s for _, _, v in series for s, _ in v})
         for k, seed in enumerate(seeds):
             points = [(x, y) for _, x, v in series for s, y in v if s == seed]
@@ -233,7 +260,8 @@ def summary_html(rows: list[dict], settings, columns: list[str], lines: list[str
 <p class="settings">{html.escape("; ".join(described))}. rlcam {rlcam.__version__}. Columns: docs/audit.md.</p>
 <div class="lines">{html.escape(chr(10).join(lines or []))}</div>
 <h2>Metrics against training step</h2>
-<p class="settings">Dots: each seed's value ({key}); line: the mean over seeds; band: the seeds' range.</p>
+<p class="settings">Dots: each seed's value ({key}); line: the mean over seeds; band: the seeds' range.
+Checkpoints of different runs (algorithm and folder) have a line each; a run of one checkpoint is an open circle.</p>
 <div class="plots">{plots}</div>
 <h2>Checkpoints (mean [min, max] over seeds)</h2>
 <div class="wide">{checkpoint_table(rows, metrics)}</div>

@@ -36,7 +36,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-BEGIN, END = "<!-- discernment:begin -->", "<!-- discernment:end -->"
+
+def markers(method: str) -> tuple[str, str]:
+    """The results block's markers in --out: one block per map method."""
+    name = "discernment" if method == "gradcam" else f"discernment-{method}"
+    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+
+
+BEGIN, END = markers("gradcam")
 # Columns that describe attention or behaviour (not bookkeeping); the ones present are ranked.
 METRICS = (
     "return",
@@ -147,6 +154,8 @@ def table(rows: list[dict], strength: dict[str, float]) -> tuple[list[dict], lis
                 seed_max=max(per_seed) if per_seed else float("nan"),
                 n=int(keep.sum()),
                 means=means.tolist(),
+                lo=np.nanmin(np.where(np.isfinite(values), values, np.inf), axis=1).tolist(),
+                hi=np.nanmax(np.where(np.isfinite(values), values, -np.inf), axis=1).tolist(),
             )
         )
     return out, labels
@@ -168,7 +177,9 @@ def markdown(result: list[dict], labels: list[str], strength: dict[str, float], 
     return "\n".join(lines)
 
 
-def figure(result: list[dict], labels: list[str], strength: dict[str, float], path: Path) -> None:
+def figure(result: list[dict], labels: list[str], strength: dict[str, float], series: set[str], path: Path) -> None:
+    """Each metric against strength (log axis): the run's checkpoints joined in training order, other
+    agents as open squares, a bar from the lowest to the highest seed's value."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -177,13 +188,22 @@ def figure(result: list[dict], labels: list[str], strength: dict[str, float], pa
     shown = [r for r in result if r["metric"] != "return"]
     cols = 4
     rows = math.ceil(len(shown) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
-    x = [strength[label] for label in labels]
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.7 * rows), squeeze=False)
+    x = np.array([strength[label] for label in labels])
+    run = np.array([label in series for label in labels])
     for ax, r in zip(axes.flat, shown, strict=False):
-        ax.plot(x, r["means"], "o", color="#c2410c")
-        ax.set_title(f"{r['metric']}\nrho {r['rho']:+.2f}, p {r['p']:.3f}", fontsize=9)
-        ax.set_xlabel("strength (mean score)", fontsize=8)
+        mean, lo, hi = (np.array(r[k], np.float64) for k in ("means", "lo", "hi"))
+        finite = np.isfinite(mean)
+        ax.vlines(x[finite], lo[finite], hi[finite], color="#9ca3af", lw=1.2)
+        order = np.argsort(np.where(run & finite, x, np.inf))[: int((run & finite).sum())]
+        ax.plot(x[order], mean[order], "o-", color="#c2410c", ms=5, lw=1, label="A2C run")
+        other = ~run & finite
+        ax.plot(x[other], mean[other], "s", mfc="white", mec="#1d4ed8", ms=5, label="other agents")
+        ax.set_xscale("log")
+        ax.set_title(f"{r['metric']}\nrho {r['rho']:+.2f}, p {r['p']:.3f} (n {r['n']})", fontsize=9)
+        ax.set_xlabel("strength: mean score, seeds 100-109", fontsize=7)
         ax.tick_params(labelsize=7)
+    axes.flat[0].legend(fontsize=7, frameon=False)
     for ax in list(axes.flat)[len(shown) :]:
         ax.axis("off")
     fig.tight_layout()
@@ -192,7 +212,8 @@ def figure(result: list[dict], labels: list[str], strength: dict[str, float], pa
     plt.close(fig)
 
 
-def replace_block(text: str, block: str) -> str:
+def replace_block(text: str, block: str, method: str = "gradcam") -> str:
+    BEGIN, END = markers(method)  # noqa: N806
     if BEGIN not in text or END not in text:
         return text.rstrip("\n") + f"\n\n{BEGIN}\n{block}\n{END}\n"
     head, rest = text.split(BEGIN, 1)
@@ -200,10 +221,10 @@ def replace_block(text: str, block: str) -> str:
     return f"{head}{BEGIN}\n{block}\n{END}{tail}"
 
 
-def run_audit(zips: list[Path], seeds: list[int], workers: int, out: Path) -> Path:
+def run_audit(zips: list[Path], seeds: list[int], workers: int, out: Path, method: str, max_steps: int) -> Path:
     from rlcam import audit
 
-    settings = audit.make_settings(env="Breakout", episodes=1)
+    settings = audit.make_settings(env="Breakout", episodes=1, max_steps=max_steps, method=method)
     with audit.PoolExecutor(workers=workers) as pool:
         result = audit.audit(audit.checkpoints(zips), seeds, settings, out, pool, progress=False)
     print("\n".join(result.lines), flush=True)
@@ -218,7 +239,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--audit-dir", type=Path, default=Path("audit_discernment"))
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "discernment.md")
-    parser.add_argument("--figure", type=Path, default=ROOT / "docs" / "img" / "discernment.png")
+    parser.add_argument("--figure", type=Path, help="default docs/img/discernment[_<method>].png")
+    parser.add_argument("--method", default="gradcam", help="the audit's map method (its own results block)")
+    parser.add_argument("--max-steps", type=int, default=10_000, help="agent steps per game at most (then cut)")
     args = parser.parse_args()
     from rlcam.audit import parse_seeds
 
@@ -228,18 +251,28 @@ def main() -> None:
     for extra in args.extra:
         zips.append(extra)
         strength[extra.stem] = json.loads(extra.with_suffix(".eval.json").read_text())["sampled"]["mean"]
-    rows = read_results(run_audit(zips, parse_seeds(args.seeds), args.workers, args.audit_dir))
+    seeds = parse_seeds(args.seeds)
+    rows = read_results(run_audit(zips, seeds, args.workers, args.audit_dir, args.method, args.max_steps))
+    suffix = "" if args.method == "gradcam" else f"_{args.method}"
+    note = f" ({args.method} maps" + (f", games cut at {args.max_steps} steps)" if args.max_steps < 10_000 else ")")
+    args.figure = args.figure or ROOT / "docs" / "img" / f"discernment{suffix}.png"
     in_series = {Path(r["file"]).stem: strength[Path(r["file"]).stem] for r in series["rows"]}
     result, labels = table(rows, in_series)
     block = [
-        markdown(result, labels, in_series, f"One run: {series['run']['algo'].upper()} seed {series['run']['seed']}"),
+        markdown(
+            result, labels, in_series, f"One run: {series['run']['algo'].upper()} seed {series['run']['seed']}{note}"
+        ),
     ]
     if args.extra:
         everyone, all_labels = table(rows, strength)
-        block += ["", markdown(everyone, all_labels, strength, "Across runs: the series plus the other agents")]
+        block += ["", markdown(everyone, all_labels, strength, f"Across runs: the series plus the other agents{note}")]
     block_text = "\n".join(block)
-    figure(result, labels, in_series, args.figure)
-    args.out.write_text(replace_block(args.out.read_text() if args.out.exists() else "", block_text))
+    if args.extra:  # every agent drawn; the rho in each panel's title is then the across-runs one
+        figure(everyone, all_labels, strength, set(in_series), args.figure)
+    else:
+        figure(result, labels, in_series, set(in_series), args.figure)
+    text = args.out.read_text() if args.out.exists() else ""
+    args.out.write_text(replace_block(text, block_text, args.method))
     print(block_text)
 
 

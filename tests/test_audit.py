@@ -486,3 +486,22 @@ def test_identical_runs_are_marked_and_warned_about():
     assert lines[0] == "ck (step 10): 4/4 jobs ok; return 25.5 [12-30]; map entropy 0.5 [0.5-0.5]"
     assert lines[1].startswith("warning: some seeds played identical runs (argmax actions differ only by the noop")
     assert "ck seeds 12=11, 14=11" in lines[1]
+
+
+def test_summary_plots_give_each_run_its_own_line():
+    """Checkpoints of several runs audited together are not joined into one line across the runs."""
+    from rlcam.audit_html import plot_svg, run_of
+
+    def row(path, algo, step, seed, value):
+        name = Path(path).stem
+        return dict(checkpoint=name, step=step, seed=seed, status="ok", path=path, algo=algo, steps=value)
+
+    one_run = [
+        row(f"runs/a2c/ckpt_{s}_steps.zip", "a2c", s, seed, s / 1000 + seed) for s in (100, 200) for seed in (0, 1)
+    ]
+    other = [row("agents/breakout_ppo.zip", "ppo", 150, seed, 7.0 + seed) for seed in (0, 1)]
+    assert run_of(one_run[0]) == "a2c in runs/a2c/" and run_of(other[0]) == "ppo in agents/"
+    single = plot_svg(one_run, "steps")
+    assert "a2c in runs/a2c/" not in single  # one run: no key
+    mixed = plot_svg(one_run + other, "steps")
+    assert "a2c in runs/a2c/" in mixed and "ppo in agents/" in mixed
