@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from rlcam.colormap import LUT
+from rlcam.colormap import LUT, LUT_DOWN
 
 __all__ = ["PanelInfo", "default_panel_width", "draw_panel"]
 
@@ -27,6 +27,7 @@ _BAR = (92, 112, 150)
 # The warm end of the colormap marks the chosen action, tying it visually to the heat.
 _BAR_CHOSEN = tuple(int(c) for c in LUT[200])
 _ACCENT = tuple(int(c) for c in LUT[235])
+_DOWN = tuple(int(c) for c in LUT_DOWN[200])  # the signed maps' "pushes it down" colour
 _MIN_LABEL_ROW = 9.0  # px: below this a bar row cannot hold legible text
 
 
@@ -81,6 +82,10 @@ class PanelInfo:
     tile_kind: str = "action"  # what the all-actions grid's tiles are: action, component, critic, part
     # Dict observations: ``frame_shares`` holds each input key's share of the score; these name them.
     share_names: tuple[str, ...] | None = None
+    # Dict observations' vector keys: gradient x input per element (signed, the keys' elements one
+    # after another) and the keys' names for the strip's title.
+    elements: np.ndarray | None = None
+    element_names: tuple[str, ...] | None = None
 
     def chosen_rows(self) -> tuple[int, ...]:
         return (self.action,) if self.chosen is None else tuple(self.chosen)
@@ -207,6 +212,10 @@ class _Layout:
     share_cells: tuple[tuple[float, float], ...]  # (x0, x1) of each stacked frame's column
     y_share_bar: float  # top of the share bars; their numbers go below
     share_bar_h: float
+    element_cells: tuple[tuple[float, float], ...] = ()  # (x0, x1) of each vector element's bar
+    y_element_mid: float = 0.0  # the strip's zero line: positive bars up, negative down
+    element_half_h: float = 0.0
+    y_element_title: float = 0.0
 
 
 @functools.lru_cache(maxsize=16)
@@ -219,6 +228,8 @@ def _panel_base(
     n_shares: int = 0,
     value_label: str = "value",
     share_names: tuple[str, ...] | None = None,
+    n_elements: int = 0,
+    element_names: tuple[str, ...] | None = None,
 ) -> tuple[Image.Image, _Layout]:
     """Draw the parts of the panel that stay fixed for a run, and lay out the rest.
 
@@ -301,6 +312,24 @@ def _panel_base(
         rule(y_share_title - pad * 0.6)
         section_top = y_share_title
 
+    # Vector keys of a Dict observation: one signed bar per element (gradient x input), up for
+    # what pushes the explained score up, down for what pushes it down, on the frame's largest |value|.
+    element_cells: tuple[tuple[float, float], ...] = ()
+    y_element_mid = element_half_h = y_element_title = 0.0
+    if n_elements:
+        element_half_h = max(3.0, round(14 * k))
+        y_element_title = section_top - pad * 1.2 - f_label.size * 1.4 - 2 * element_half_h
+        title = f"{', '.join(element_names or ())}: gradient x input per element"
+        width_title = inner - draw.textlength(" +-0.000e+00", font=f_label)
+        draw.text((pad, y_element_title), _fit(draw, title, f_label, width_title), font=f_label, fill=_DIM)
+        y_element_mid = y_element_title + f_label.size * 1.4 + element_half_h
+        gap = max(1.0, round(3 * k)) if n_elements < inner / 4 else 0.0
+        cell_w = (inner - gap * (n_elements - 1)) / n_elements
+        element_cells = tuple((pad + i * (cell_w + gap), pad + i * (cell_w + gap) + cell_w) for i in range(n_elements))
+        draw.line([(pad, round(y_element_mid)), (width - pad, round(y_element_mid))], fill=_BAR_BG, width=1)
+        rule(y_element_title - pad * 0.6)
+        section_top = y_element_title
+
     # Bar rows: marker | name | bar | number. Rows too short for readable text (many actions on a
     # small panel) become plain bars; the chosen action's name is still shown large above.
     n = max(1, len(names))
@@ -343,6 +372,10 @@ def _panel_base(
         scalar_ys=scalar_ys,
         y_legend_label=y_legend_label,
         share_cells=share_cells,
+        element_cells=element_cells,
+        y_element_mid=y_element_mid,
+        element_half_h=element_half_h,
+        y_element_title=y_element_title,
         y_share_bar=y_share_bar,
         share_bar_h=share_bar_h,
     )
@@ -365,7 +398,20 @@ def _panel_image(info: PanelInfo, height: int, width: int) -> Image.Image:
     footer = (("target", info.target), ("method", info.method), ("layer", info.layer), ("norm", info.norm))
     shares = np.zeros(0) if info.frame_shares is None else np.asarray(info.frame_shares, dtype=np.float64).reshape(-1)
     share_names = tuple(info.share_names) if info.share_names else None
-    base, lay = _panel_base(height, width, names, info.bar_kind, footer, len(shares), info.value_label, share_names)
+    elements = np.zeros(0) if info.elements is None else np.asarray(info.elements, dtype=np.float64).reshape(-1)
+    element_names = tuple(info.element_names) if info.element_names else None
+    base, lay = _panel_base(
+        height,
+        width,
+        names,
+        info.bar_kind,
+        footer,
+        len(shares),
+        info.value_label,
+        share_names,
+        len(elements),
+        element_names,
+    )
     img = base.copy()
     draw = ImageDraw.Draw(img)
     pad, right = lay.pad, width - lay.pad
@@ -413,6 +459,16 @@ def _panel_image(info: PanelInfo, height: int, width: int) -> Image.Image:
             x_mid = (x0 + x1) / 2 - _text_width(label, lay.f_label) / 2
             y_label = lay.y_share_bar + lay.share_bar_h + lay.f_label.size * 0.3
             _text(img, (x_mid, y_label), label, lay.f_label, _TEXT if i == top else _DIM)
+    if len(elements):
+        elements = np.nan_to_num(elements)
+        peak = float(np.abs(elements).max())
+        _text(img, (right, lay.y_element_title), f"±{peak:.3g}", lay.f_label, _DIM, anchor="ra")
+        for (x0, x1), value in zip(lay.element_cells, elements, strict=True):
+            if peak > 0 and value != 0:
+                reach = max(1.0, lay.element_half_h * abs(value) / peak)
+                mid = lay.y_element_mid  # the zero line itself stays clear: + above it, - below it
+                y0, y1 = (mid - reach, mid - 1) if value > 0 else (mid + 1, mid + reach)
+                draw.rectangle([x0, y0, max(x0, x1 - 1), y1], fill=_BAR_CHOSEN if value > 0 else _DOWN)
     for yy, val in zip(lay.scalar_ys, values, strict=True):
         _text(img, (right, yy), val, lay.f_mid, _TEXT, anchor="ra")
     _text(img, (right, lay.y_legend_label), f"{info.cam_scale:.3g}", lay.f_label, _DIM, anchor="ra")

@@ -441,6 +441,8 @@ class StepWriter:
                 share_names=tuple(self.explainer.policy.observation_space.spaces)
                 if explained.input_shares is not None
                 else None,
+                elements=_elements(explained, i),
+                element_names=tuple(explained.input_attributions) if explained.input_attributions else None,
             )
             frame = np.array(raw_frames[i])  # a copy: the frame may be drawn on another thread
             heat = self.heat(explained.cam[i], frame.shape[:2], scales[i])
@@ -514,6 +516,13 @@ class StepWriter:
         self.norm.end_episodes(game_over)
         self.action_norm.end_episodes(game_over)
         return game_over
+
+
+def _elements(explained, i: int) -> np.ndarray | None:
+    """The panel's element strip: every vector key's gradient x input per element, keys in order."""
+    if not explained.input_attributions:
+        return None
+    return np.concatenate([np.asarray(a[i], np.float64).reshape(-1) for a in explained.input_attributions.values()])
 
 
 def _shares(explained, i: int) -> np.ndarray | None:

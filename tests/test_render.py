@@ -282,3 +282,26 @@ def test_panel_frame_shares_mark_the_largest():
     right = hits[1][hits[0] > 300].mean()
     left = hits_other[1][hits_other[0] > 300].mean()
     assert right > 300 and left < 200
+
+
+def test_panel_element_strip_draws_signed_bars_on_the_frames_largest_value():
+    """Dict observations' vector elements: up in the warm colour for +, down in the cool one for -,
+    each bar's height in proportion to |value| over the frame's largest."""
+    from rlcam.colormap import LUT_DOWN
+
+    up, down = np.array([int(c) for c in LUT[200]]), np.array([int(c) for c in LUT_DOWN[200]])
+    panel = draw_panel(_info(elements=np.array([0.4, -0.2, 0.0, 0.1]), element_names=("cue",)), 630, 454)
+    assert panel.shape == draw_panel(_info(), 630, 454).shape
+    zero = np.nonzero(np.all(panel == down, axis=2))[0].min()  # the only cool pixels: the negative bar
+    strip = panel[zero - 20 : zero + 20]  # the chosen action's bar and the legend share the warm colour
+    warm = np.all(strip == up, axis=2)
+    cool = np.all(strip == down, axis=2)
+    cols = np.linspace(14, 454 - 14, 5)  # the 4 cells' edges (pad 14 at 630 px)
+    heights = []
+    for i in range(4):
+        x = int((cols[i] + cols[i + 1]) / 2)
+        heights.append(int(warm[:, x].sum()) - int(cool[:, x].sum()))
+    assert heights[0] > 0 and heights[1] < 0 and heights[2] == 0 and heights[3] > 0
+    assert abs(heights[0] / -heights[1] - 2) < 0.3 and abs(heights[0] / heights[3] - 4) < 0.8
+    warm_rows, cool_rows = np.nonzero(warm)[0], np.nonzero(cool)[0]
+    assert warm_rows.max() < cool_rows.min()  # + above the zero line, - below it
