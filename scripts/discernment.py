@@ -170,6 +170,12 @@ def markdown(result: list[dict], labels: list[str], strength: dict[str, float], 
         "|---|---|---|---|---|---|",
     ]
     for r in sorted(result, key=lambda r: -abs(r["rho"]) if not math.isnan(r["rho"]) else 0):
+        if math.isnan(r["rho"]):  # no ranking: the metric is the same for every checkpoint
+            same = next(v for v in r["means"] if math.isfinite(v))
+            lines.append(
+                f"| `{r['metric']}` | {MEANING.get(r['metric'], '')} | none: {same:.3g} for every checkpoint | | | {r['n']} |"
+            )
+            continue
         lines.append(
             f"| `{r['metric']}` | {MEANING.get(r['metric'], '')} | {r['rho']:+.2f} | "
             f"{r['seed_min']:+.2f} to {r['seed_max']:+.2f} | {r['p']:.3f} | {r['n']} |"
@@ -185,7 +191,7 @@ def figure(result: list[dict], labels: list[str], strength: dict[str, float], se
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = [r for r in result if r["metric"] != "return"]
+    shown = [r for r in result if r["metric"] != "return" and not math.isnan(r["rho"])]  # not the constant ones
     cols = 4
     rows = math.ceil(len(shown) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.7 * rows), squeeze=False)
