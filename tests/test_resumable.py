@@ -45,6 +45,7 @@ def test_a_run_stopped_by_sigterm_resumes_to_its_budget(tmp_path):
             return super()._on_step()
 
     model = cartpole_ppo(tmp_path)
+    before = signal.getsignal(signal.SIGTERM)
     progress = TermAt200(tmp_path, every=128, name=NAME, log_every=64, save_also=lambda m, d: saved_also.append(d))
     assert not learn_resumably(model, 512, progress)
     assert model.num_timesteps == 200
@@ -54,7 +55,7 @@ def test_a_run_stopped_by_sigterm_resumes_to_its_budget(tmp_path):
     assert state["steps"] == 200 and state["checkpoint"] == NAME.format(200) and state["elapsed_s"] > 0
     logged = [json.loads(line)["steps"] for line in (tmp_path / "progress.jsonl").read_text().splitlines()]
     assert logged == [64, 128, 192]
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
 
     resumed = cartpole_ppo(tmp_path)
     assert resumed.num_timesteps == 200
