@@ -35,7 +35,7 @@ from rlcam.agents import algo_class, load_agent  # noqa: E402
 from rlcam.envs import make_env  # noqa: E402
 
 
-def slim_copy(src: Path, dst: Path) -> None:
+def slim_copy(src: Path, dst: Path, env: str = "Breakout") -> None:
     # Our own checkpoint: SB3's full load, so the copy keeps every field plain SB3 needs to load it.
     agent = load_agent(src, trust=True)
     model = agent.model
@@ -52,7 +52,7 @@ def slim_copy(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     model.save(dst)
     _deflate(dst)
-    check_same_actions(src, dst, agent.algo)
+    check_same_actions(src, dst, agent.algo, env)
 
 
 def _deflate(path: Path) -> None:
@@ -72,10 +72,10 @@ def _target_network(policy) -> tuple[torch.nn.Module, torch.nn.Module] | None:
     return None
 
 
-def check_same_actions(src: Path, dst: Path, algo: str) -> None:
+def check_same_actions(src: Path, dst: Path, algo: str, env: str = "Breakout") -> None:
     cls = algo_class(algo)
     original, shipped = cls.load(src, device="cpu"), cls.load(dst, device="cpu")
-    venv, _ = make_env("Breakout", n_envs=4, seed=0)
+    venv, _ = make_env(env, n_envs=4, seed=0)
     obs = venv.reset()
     rng = np.random.default_rng(0)
     for _ in range(200):
@@ -151,9 +151,11 @@ def main() -> None:
     args = parser.parse_args()
     notes = args.notes.read_text() if args.notes else ""  # before the minutes of work, not after
     torch.set_num_threads(1)
-    slim_copy(args.checkpoint, args.dst)
-    result = evaluate(args.dst, "Breakout", args.games, args.seed, deterministic=False, max_steps=27_000)
-    result_det = evaluate(args.dst, "Breakout", args.games, args.seed, deterministic=True, max_steps=27_000)
+    config = args.checkpoint.parent / "config.json"  # the env the run trained in (train_agent.py writes it)
+    env = json.loads(config.read_text())["env"] if config.exists() else "Breakout"
+    slim_copy(args.checkpoint, args.dst, env)
+    result = evaluate(args.dst, env, args.games, args.seed, deterministic=False, max_steps=27_000)
+    result_det = evaluate(args.dst, env, args.games, args.seed, deterministic=True, max_steps=27_000)
     shipped = load_agent(args.dst).model
     result["trained_steps"] = int(shipped.num_timesteps)
     result["epsilon"] = float(getattr(shipped, "exploration_rate", 0.0))
