@@ -56,11 +56,11 @@ def test_damaged_copy_fails(baseline, tmp_path, capsys):
     assert "FAIL  map correlation" in out and "result: REGRESSION" in out
 
 
-CARDS = sorted((ROOT / "agents").glob("breakout_*.md"))
+CARDS = sorted((ROOT / "agents").glob("breakout_*.md")) + [ROOT / "agents" / "pong_a2c.md"]
 
 
 @pytest.mark.parametrize("card", CARDS, ids=lambda p: p.stem)
-def test_each_shipped_breakout_agent_matches_its_card_and_loads_in_plain_sb3(card):
+def test_each_shipped_atari_agent_matches_its_card_and_loads_in_plain_sb3(card):
     """The card describes this very file (sha256, size limit), and plain SB3 loads it without warnings."""
     import hashlib
     import re
@@ -95,3 +95,16 @@ def test_shipped_q_agent_passes_itself_and_a_damaged_copy_fails(tmp_path, capsys
     code = main(["check", "--agent", str(damaged), "--baseline", str(baseline)])
     report = capsys.readouterr().out
     assert code == 1 and "result: REGRESSION" in report, report
+
+
+def test_pong_agent_replays_its_cards_first_game():
+    """The Pong card's first argmax game (env seed 100) played again: the same score, 21 to 0 or near it."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from evaluate_agent import evaluate
+
+    card = json.loads((ROOT / "agents" / "pong_a2c.eval.json").read_text())
+    result = evaluate(ROOT / "agents" / "pong_a2c.zip", "PongNoFrameskip-v4", 1, 100, True, 27_000)
+    assert result["scores"] == card["argmax"]["scores"][:1] and result["scores"][0] >= 18
