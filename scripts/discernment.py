@@ -37,13 +37,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def markers(method: str) -> tuple[str, str]:
-    """The results block's markers in --out: one block per map method."""
-    name = "discernment" if method == "gradcam" else f"discernment-{method}"
-    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+def block_name(method: str) -> str:
+    """The name of the results block in --out (``rlcam.faithfulness.write_block``): one per map method."""
+    return "discernment" if method == "gradcam" else f"discernment-{method}"
 
 
-BEGIN, END = markers("gradcam")
 # Columns that describe attention or behaviour (not bookkeeping); the ones present are ranked.
 METRICS = (
     "return",
@@ -218,15 +216,6 @@ def figure(result: list[dict], labels: list[str], strength: dict[str, float], se
     plt.close(fig)
 
 
-def replace_block(text: str, block: str, method: str = "gradcam") -> str:
-    BEGIN, END = markers(method)  # noqa: N806
-    if BEGIN not in text or END not in text:
-        return text.rstrip("\n") + f"\n\n{BEGIN}\n{block}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n{block}\n{END}{tail}"
-
-
 def run_audit(zips: list[Path], seeds: list[int], workers: int, out: Path, method: str, max_steps: int) -> Path:
     from rlcam import audit
 
@@ -250,6 +239,7 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=10_000, help="agent steps per game at most (then cut)")
     args = parser.parse_args()
     from rlcam.audit import parse_seeds
+    from rlcam.faithfulness import write_block
 
     series = json.loads((args.series / "series.json").read_text())
     zips = [args.series / r["file"] for r in series["rows"]]
@@ -277,8 +267,7 @@ def main() -> None:
         figure(everyone, all_labels, strength, set(in_series), args.figure)
     else:
         figure(result, labels, in_series, set(in_series), args.figure)
-    text = args.out.read_text() if args.out.exists() else ""
-    args.out.write_text(replace_block(text, block_text, args.method))
+    write_block(args.out, block_name(args.method), block_text)
     print(block_text)
 
 

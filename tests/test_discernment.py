@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from discernment import markdown, permutation_p, ranks, replace_block, spearman, table  # noqa: E402
+from discernment import block_name, markdown, permutation_p, ranks, spearman, table  # noqa: E402
 
 
 def test_ranks_average_ties():
@@ -67,7 +67,11 @@ def test_table_ranks_a_following_metric_and_not_a_scrambled_one():
     assert text.index("`map_entropy`") < text.index("`map_peak_share`")  # strongest first
 
 
-def test_replace_block_keeps_the_rest():
-    text = "# Title\n\nbefore\n<!-- discernment:begin -->\nold\n<!-- discernment:end -->\nafter\n"
-    new = replace_block(text, "new")
-    assert new == "# Title\n\nbefore\n<!-- discernment:begin -->\nnew\n<!-- discernment:end -->\nafter\n"
+def test_results_block_keeps_the_rest(tmp_path):
+    from rlcam.faithfulness import write_block
+
+    page = tmp_path / "discernment.md"
+    page.write_text("# Title\n\nbefore\n<!-- discernment:begin -->\nold\n<!-- discernment:end -->\nafter\n")
+    write_block(page, block_name("gradcam"), "new")
+    assert block_name("rise") == "discernment-rise"
+    assert page.read_text() == "# Title\n\nbefore\n<!-- discernment:begin -->\nnew\n<!-- discernment:end -->\nafter\n"
