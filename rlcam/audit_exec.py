@@ -104,7 +104,7 @@ class PoolExecutor:
                     running[pool.submit(run_job_in_thread, job)] = job
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
-                    job = running[future]  # popped only once landed: a Ctrl-C before then lands it in _stop
+                    job = running[future]  # kept until landing starts: a Ctrl-C before then lands it in _stop
                     try:
                         result = future.result()
                     except BrokenProcessPool:
@@ -113,8 +113,10 @@ class PoolExecutor:
                         continue
                     except Exception as exc:  # the job or its result could not cross to the worker and back
                         result = JobResult(failed_row(job, f"the pool could not run it ({one_line(exc)})"))
-                    on_done(job, result, tries[job.name])
-                    del running[future]
+                    try:
+                        on_done(job, result, tries[job.name])
+                    finally:  # landed, or stopped while landing: then not again in _stop (the audit sweeps it)
+                        del running[future]
         except KeyboardInterrupt:
             self._stop(running, on_done, tries)
             raise
