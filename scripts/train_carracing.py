@@ -30,12 +30,13 @@ import yaml
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.utils import LinearSchedule
-from stable_baselines3.common.vec_env import VecFrameStack, VecNormalize
+from stable_baselines3.common.vec_env import SubprocVecEnv, VecFrameStack, VecNormalize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from fast_carracing import speed_up  # noqa: E402
 from resumable import Progress, latest_checkpoint, learn_resumably  # noqa: E402
 
 from rlcam.zoo import WRAPPERS  # noqa: E402  (rl-zoo's wrappers, as rlcam rebuilds them)
@@ -53,6 +54,7 @@ ENV_WRAPPER = [
 
 
 def wrap(env):
+    speed_up(env)  # the same pixels, drawn twice as fast (scripts/fast_carracing.py)
     for item in ENV_WRAPPER:
         ((name, kwargs),) = item.items()
         env = WRAPPERS[name](env, **kwargs)
@@ -79,8 +81,11 @@ def hyperparameters(steps: int) -> dict:
     )
 
 
-def make_venv(seed: int, run_dir: Path):
-    venv = make_vec_env(ENV, n_envs=N_ENVS, seed=seed, wrapper_class=wrap)
+def make_venv(seed: int, run_dir: Path, processes: bool = False):
+    """rl-zoo's env stack; ``processes`` steps the envs in subprocesses (drawing is the cost, so
+    this is what lets training use both cores)."""
+    extra = dict(vec_env_cls=SubprocVecEnv, vec_env_kwargs=dict(start_method="fork")) if processes else {}
+    venv = make_vec_env(ENV, n_envs=N_ENVS, seed=seed, wrapper_class=wrap, **extra)
     stats = run_dir / ENV / "vecnormalize.pkl"
     if stats.exists():
         venv = VecNormalize.load(str(stats), venv)
@@ -120,12 +125,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--run-dir", type=Path, default=Path("runs/ppo/CarRacing-v3_1"))
     parser.add_argument("--checkpoint-every", type=int, default=100_000)
-    parser.add_argument("--threads", type=int, default=1)
+    # The env subprocesses sit idle while PPO updates, so the update gets both cores (36.6 s -> 23.8 s
+    # per 4,096 steps here); the rollout then runs at ~73 steps/s, ~51 steps/s overall.
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--in-process", action="store_true", help="step the 8 envs in this process (one core)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = latest_checkpoint(args.run_dir, CHECKPOINT)
-    venv = make_venv(args.seed, args.run_dir)
+    venv = make_venv(args.seed, args.run_dir, processes=not args.in_process)
     if checkpoint is None:
         write_params(args.run_dir, args.steps, args.seed)
         model = PPO("CnnPolicy", venv, seed=args.seed, verbose=0, **hyperparameters(args.steps))
