@@ -40,7 +40,12 @@ def rotate(xy: np.ndarray, angle: float) -> np.ndarray:
 def _grass(module) -> np.ndarray:
     dim = module.GRASS_DIM
     patches = [
-        [(dim * x + dim, dim * y + 0), (dim * x + 0, dim * y + 0), (dim * x + 0, dim * y + dim), (dim * x + dim, dim * y + dim)]
+        [
+            (dim * x + dim, dim * y + 0),
+            (dim * x + 0, dim * y + 0),
+            (dim * x + 0, dim * y + dim),
+            (dim * x + dim, dim * y + dim),
+        ]
         for x in range(-20, 20, 2)
         for y in range(-20, 20, 2)
     ]
