@@ -1,0 +1,133 @@
+"""Ship a CarRacing checkpoint of ``scripts/train_carracing.py`` into agents/ as an rl-zoo run folder.
+
+    python scripts/ship_carracing.py runs/ppo/CarRacing-v3_1/rl_model_300000_steps.zip agents/carracing_ppo
+
+The destination holds what ``rlcam record --agent agents/carracing_ppo`` and
+``scripts/evaluate_agent.py agents/carracing_ppo`` need to rebuild the training env (``rlcam.zoo``):
+``CarRacing-v3.zip`` (the checkpoint without its Adam moments and last rollout, so about a third of
+the size; plain ``PPO.load`` still works), ``CarRacing-v3/config.yml``, ``args.yml`` and
+``vecnormalize.pkl`` copied from the run. The slimmed zip must act as the checkpoint does (argmax
+actions on 200 steps of the training env), else nothing is shipped. Then both action modes are scored
+with ``evaluate_agent.py``'s protocol (10 episodes, env i seeded 100 + i) and the card
+``<dst>.md`` and ``<dst>.eval.json`` are written beside the folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from evaluate_agent import evaluate  # noqa: E402
+from ship_agent import _deflate  # noqa: E402
+from stable_baselines3 import PPO  # noqa: E402
+
+from rlcam.envs import make_env  # noqa: E402
+from rlcam.zoo import agent_and_env  # noqa: E402
+
+ENV = "CarRacing-v3"
+PARAMS = ("config.yml", "args.yml", "vecnormalize.pkl")
+
+
+def slim(src: Path, dst: Path) -> None:
+    model = PPO.load(src, device="cpu")
+    policy = model.policy
+    policy.optimizer = policy.optimizer_class(policy.parameters(), lr=1e-4, **policy.optimizer_kwargs)
+    model._last_obs = None
+    model._last_original_obs = None
+    model.save(dst)
+    _deflate(dst)
+
+
+def check_same_actions(src: Path, folder: Path) -> None:
+    original, shipped = PPO.load(src, device="cpu"), PPO.load(folder / f"{ENV}.zip", device="cpu")
+    _, env = agent_and_env(folder, None)
+    venv, _ = make_env(env, n_envs=2, seed=0, agent_space=shipped.observation_space)
+    obs = venv.reset()
+    for _ in range(200):
+        a, _ = original.predict(obs, deterministic=True)
+        b, _ = shipped.predict(obs, deterministic=True)
+        if not np.array_equal(a, b):
+            raise SystemExit("the slimmed agent acts differently from the checkpoint; not shipping it")
+        obs, *_ = venv.step(a)
+    venv.close()
+
+
+def card(dst: Path, src: Path, sampled: dict, argmax: dict, steps: int, hours: float) -> str:
+    size = sum(p.stat().st_size for p in dst.rglob("*") if p.is_file())
+
+    def line(r):
+        return f"{r['mean']:.1f} +- {r['std']:.1f} (per episode: {', '.join(f'{s:.0f}' for s in r['scores'])})"
+
+    return f"""# {dst.name}: PPO on CarRacing-v3 from pixels
+
+PPO (`CnnPolicy`, gSDE) trained by `scripts/train_carracing.py` with rl-zoo's CarRacing settings (frame
+skip 2, 64x64 grey, 2 frames stacked, rewards normalised by VecNormalize), seed 0, stopped at
+{steps:,} agent steps of the 4M the zoo trains ({hours:.2f} h of training on 2 CPU cores; source
+checkpoint `{src}`). An rl-zoo run folder: `rlcam record --agent {dst}` plays it in its training env.
+
+| actions | mean +- std over 10 episodes (env i seeded 100 + i) |
+|---|---|
+| argmax (`--deterministic`) | {line(argmax)} |
+| sampled (gSDE noise, seeded) | {line(sampled)} |
+
+Random driving scores about -50; an episode ends at the env's own limit (1,000 frames) or when the
+car leaves the playfield. Size: {size / 1e6:.1f} MB (the zip without the optimizer state, plus the
+VecNormalize statistics). sha256 of the zip: `{argmax["sha256"]}`.
+
+Reproduce the scores:
+
+    python scripts/evaluate_agent.py {dst} --games 10 --seed 100 --deterministic
+    python scripts/evaluate_agent.py {dst} --games 10 --seed 100
+
+Versions: Python {platform.python_version()}, torch {torch.__version__}; scored on this project's
+machine. Training progress (steps, steps/s, training score): `{dst.name}.progress.jsonl`.
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("dst", type=Path)
+    parser.add_argument("--games", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=100)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    run = args.checkpoint.parent
+    with tempfile.TemporaryDirectory(dir=args.dst.parent) as tmp:
+        staged = Path(tmp) / args.dst.name  # built aside, moved in place only when it checks out
+        (staged / ENV).mkdir(parents=True)
+        for name in PARAMS:
+            shutil.copy2(run / ENV / name, staged / ENV / name)
+        slim(args.checkpoint, staged / f"{ENV}.zip")
+        check_same_actions(args.checkpoint, staged)
+        argmax = evaluate(staged, None, args.games, args.seed, True, 27_000)
+        sampled = evaluate(staged, None, args.games, args.seed, False, 27_000)
+        progress = [json.loads(x) for x in (run / "progress.jsonl").read_text().splitlines() if x.strip()]
+        steps = PPO.load(args.checkpoint, device="cpu").num_timesteps
+        hours = max(p["elapsed_s"] for p in progress if p["steps"] <= steps) / 3600
+        if args.dst.exists():
+            shutil.rmtree(args.dst)
+        staged.replace(args.dst)
+    for r in (argmax, sampled):
+        r["agent"] = str(args.dst)
+    shutil.copy2(run / "progress.jsonl", args.dst.with_name(args.dst.name + ".progress.jsonl"))
+    args.dst.with_name(args.dst.name + ".eval.json").write_text(
+        json.dumps(dict(argmax=argmax, sampled=sampled), indent=1)
+    )
+    args.dst.with_name(args.dst.name + ".md").write_text(card(args.dst, args.checkpoint, sampled, argmax, steps, hours))
+    print(f"argmax {argmax['mean']:.1f} +- {argmax['std']:.1f}, sampled {sampled['mean']:.1f} +- {sampled['std']:.1f}")
+
+
+if __name__ == "__main__":
+    main()
