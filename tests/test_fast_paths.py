@@ -96,7 +96,12 @@ def _explain_twice(agent, obs, target, fast, steps=1, **kwargs):
 
 
 def _assert_same(fast, slow):
-    np.testing.assert_array_equal(fast.actions, slow.actions)
+    if np.issubdtype(np.asarray(fast.actions).dtype, np.floating):
+        # Continuous actions come out of the step's own LSTM forward on either path; the hand-written one
+        # sums in another order (CI saw a 6e-10 gap, 1.7e-6 relative, on a recurrent mean of -1e-3).
+        np.testing.assert_allclose(fast.actions, slow.actions, rtol=1e-5, atol=1e-8)
+    else:
+        np.testing.assert_array_equal(fast.actions, slow.actions)
     for name in FIELDS:
         a, b = getattr(fast, name), getattr(slow, name)
         assert (a is None) == (b is None), name
