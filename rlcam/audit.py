@@ -33,8 +33,6 @@ import json
 import math
 import re
 import shutil
-import signal
-import threading
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -42,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rlcam.audit_exec import RAY_INSTALL, PoolExecutor, RayExecutor, import_ray
+from rlcam.audit_exec import RAY_INSTALL, STOPS, PoolExecutor, RayExecutor, import_ray
 from rlcam.audit_job import (
     DEFAULT_MAX_STEPS,
     OUTPUT_DIRS,
@@ -367,7 +365,7 @@ def audit(
             if row.get("status") == "interrupted":
                 return  # not complete: a rerun runs it again
             row = {key: _clean(value) for key, value in row.items()} | {"attempts": attempts}
-            with _interrupts_deferred():  # the files and their row land together, or a rerun redoes the job
+            with STOPS.held():  # the files and their row land together, or a rerun redoes the job
                 for rel, data in (result.files or {}).items():
                     write_atomic(out / rel, data)
                 write_atomic(out / "rows" / f"{job.name}.json", json.dumps(row, indent=1).encode())
@@ -377,9 +375,10 @@ def audit(
 
         interrupted = False
         try:
-            with _sigterm_as_interrupt():
+            with STOPS.installed():  # SIGTERM (a CI timeout, kill) stops the run as Ctrl-C does
                 if todo:
                     executor.run(todo, on_done)
+                interrupted = STOPS.count > 0  # a stop whose KeyboardInterrupt was lost
         except KeyboardInterrupt:
             interrupted = True
         finally:
@@ -398,43 +397,6 @@ def audit(
 
         write_atomic(result.html, summary_html(rows, settings, columns(rows), result.lines).encode())
     return result
-
-
-@contextlib.contextmanager
-def _interrupts_deferred():
-    """Hold Ctrl-C and SIGTERM until the block ends, then raise the interrupt (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in _STOPS}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if caught:
-        raise KeyboardInterrupt
-
-
-_STOPS = (signal.SIGINT, signal.SIGTERM)
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """SIGTERM (a CI timeout, ``kill``) stops the run as Ctrl-C does: workers ended, finished jobs kept."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _order(row: dict):

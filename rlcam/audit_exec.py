@@ -11,6 +11,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import threading
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -21,6 +22,61 @@ from rlcam.audit_job import Job, JobResult, failed_row, one_line, quiet_worker, 
 from rlcam.errors import RlcamError
 
 RAY_INSTALL = "pip install 'rlcam[ray]'"
+POLL_S = 0.2  # how often a waiting executor looks whether a stop was asked for
+
+
+class Stops:
+    """SIGINT and SIGTERM while an audit runs: raise KeyboardInterrupt, and count that one came.
+
+    The count is what the executors look at between results (``check``): Python runs a signal's
+    handler wherever the main thread happens to be, a finalizer that garbage collection started
+    included, and an exception raised there is printed and dropped. A stop must not depend on the
+    raise alone. ``held`` keeps a block (a job's files and row landing) whole: a signal inside it
+    raises when it ends.
+    """
+
+    def __init__(self):
+        self.count = 0
+        self._holding = 0
+        self._held = 0
+
+    @contextlib.contextmanager
+    def installed(self):
+        self.count = self._holding = self._held = 0
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _handle(self, signum, frame) -> None:
+        self.count += 1
+        if self._holding:
+            self._held += 1
+            return
+        raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def held(self):
+        self._holding += 1
+        try:
+            yield
+        finally:
+            self._holding -= 1
+        if not self._holding and self._held:
+            self._held = 0
+            raise KeyboardInterrupt
+
+    def check(self) -> None:
+        if self.count:
+            raise KeyboardInterrupt
+
+
+STOPS = Stops()  # signals are the process's: one for it
 
 
 def _init_pool_worker() -> None:
@@ -102,7 +158,8 @@ class PoolExecutor:
                     job = queue.popleft()
                     tries[job.name] += 1
                     running[pool.submit(run_job_in_thread, job)] = job
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                done, _ = wait(running, timeout=POLL_S, return_when=FIRST_COMPLETED)
+                STOPS.check()
                 for future in done:
                     job = running[future]  # kept until landing starts: a Ctrl-C before then lands it in _stop
                     try:
@@ -203,7 +260,10 @@ class RayExecutor:
             for job in jobs:
                 submit(job)
             while refs:
-                ready, _ = ray.wait(list(refs), num_returns=1)
+                ready, _ = ray.wait(list(refs), num_returns=1, timeout=POLL_S)
+                STOPS.check()
+                if not ready:
+                    continue
                 job = refs.pop(ready[0])
                 try:
                     result = ray.get(ready[0])
