@@ -1,6 +1,7 @@
 """Train the Dict known-attention agents and measure where their maps and input shares point.
 
     python scripts/train_toydict.py --variant image --steps 150000 --out agents/toydict_image_ppo.zip
+    python scripts/train_toydict.py --variant image --measure agents/toydict_image_ppo.zip
 
 PPO (MultiInputPolicy: a NatureCNN per image key, the vector passed through) on
 ``rlcam.toydict``'s envs (Box actions, a point (y, x) in [-1, 1], reward ``1 - mean |a - goal|``):
@@ -65,21 +66,44 @@ def peaks(maps: np.ndarray) -> np.ndarray:
     return np.stack([flat // maps.shape[2], flat % maps.shape[2]], axis=1)
 
 
-def pointing(model, method: str, target: str, key: str, obs, dots, squares) -> dict:
-    """Where the map on image ``key`` peaks, against that image's dot and square."""
+SOLVED_PX = 2.0  # a frame the agent solves: both action components within this of the goal
+
+
+def solved(actions: np.ndarray, goals: np.ndarray) -> np.ndarray:
+    """``(N,)`` bool: the frames whose deterministic action lies within ``SOLVED_PX`` of the goal on
+    both components (the action clipped to its bounds, as the env applies it)."""
+    return (np.abs(np.clip(actions, -1, 1) - goals) * (SIZE - 1) / 2 <= SOLVED_PX).all(axis=1)
+
+
+def pointing(model, method: str, target: str, key: str, obs, dots, squares, ok=None) -> dict:
+    """Where the map on image ``key`` peaks, against that image's dot and square.
+
+    With ``ok`` (the frames the agent solves, ``solved``), also split by it: where the agent acts on
+    the dot, the dot decides and the map should find it; where it misses, what did decide is the
+    question the map answers (``square_8px_missed``: its peak on the distractor square).
+    """
     layer = key_layers(as_agent(model), target)[key]
     with Explainer(as_agent(model), target=target, method=method, layer=layer) as explainer:
         maps = np.concatenate([explainer.explain(_rows(obs, i, i + 50)).cam_input for i in range(0, _n(obs), 50)])
     at = peaks(maps)
     to_dot = np.linalg.norm(at - dots[key], axis=1)
     to_square = np.linalg.norm(at - squares[key], axis=1)
-    return {
+    result = {
         "dot_4px": float((to_dot <= 4).mean()),
         "dot_8px": float((to_dot <= 8).mean()),
         "square_8px": float((to_square <= 8).mean()),
         "zero_maps": float((maps.reshape(len(maps), -1).max(axis=1) <= 0).mean()),
         "mass": float(maps.sum(axis=(1, 2)).mean()),  # mean total map: how much there is to see on this key
     }
+    if ok is not None:
+        result.update(
+            solved_frames=int(ok.sum()),
+            dot_4px_solved=float((to_dot[ok] <= 4).mean()) if ok.any() else None,
+            missed_frames=int((~ok).sum()),
+            dot_4px_missed=float((to_dot[~ok] <= 4).mean()) if (~ok).any() else None,
+            square_8px_missed=float((to_square[~ok] <= 8).mean()) if (~ok).any() else None,
+        )
+    return result
 
 
 def shares(model, target: str, obs) -> np.ndarray:
@@ -116,13 +140,17 @@ def measure(model, variant: str, n: int, seed: int) -> dict:
     obs, goals, dots, squares = frames(variant, n, seed)
     actions, _ = model.predict(obs, deterministic=True)
     env = SteerDict(variant)
+    ok = solved(actions, goals) if env.deciding_key in env.image_keys else None
     card = {
         "frames": n,
         "frames_seed": seed,
         "mean_error_px": round(float(np.abs(actions - goals).mean() * (SIZE - 1) / 2), 2),
+        "solved_within_px": SOLVED_PX,
         "shares": share_summary(model, obs, env.deciding_key),
         "pointing": {
-            f"{method} {target} on {key}": pointing(model, method, target, key, obs, dots, squares)
+            f"{method} {target} on {key}": pointing(
+                model, method, target, key, obs, dots, squares, ok if key == env.deciding_key else None
+            )
             for key in env.image_keys
             for method in ("fine", "gradcam")
             for target in TARGETS
@@ -136,11 +164,18 @@ def main(argv=None) -> int:
     parser.add_argument("--variant", choices=tuple(IDS), default="image")
     parser.add_argument("--steps", type=int, default=150_000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--measure", type=Path, metavar="ZIP", help="measure a saved agent (no training); prints JSON")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--frames", type=int, default=300)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.measure:
+        card = measure(PPO.load(args.measure, device="cpu"), args.variant, args.frames, seed=10_000 + args.seed)
+        print(json.dumps(card, indent=1))
+        return 0
+    if args.out is None:
+        parser.error("give --out (where to save the trained agent) or --measure ZIP")
     venv = make_vec_env(f"rlcam.toydict:{IDS[args.variant]}", n_envs=8, seed=args.seed)
     model = PPO(
         "MultiInputPolicy",

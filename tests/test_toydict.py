@@ -193,15 +193,19 @@ def _shipped(name: str):
 
 
 def test_the_image_agent_fine_maps_point_at_the_dot_and_the_image_holds_the_share():
-    """The card: the fine peak within 4 px of the dot in 92.0% / 92.0% of 300 frames (not 95%), the
-    image's share the larger in 98.7% / 95.7%."""
+    """The card: on the 286 of 300 frames the agent solves (both components within 2 px), the fine
+    peak within 4 px of the dot in 95.8% / 95.5% (92.0% / 92.0% of all frames); on the 14 it misses,
+    on the distractor square in 85.7% / 92.9%. The image's share the larger in 98.7% / 95.7%."""
     model, script = _shipped("toydict_image_ppo")
     obs, goals, dots, squares = script.frames("image", 300, seed=10_000)
     actions, _ = model.predict(obs, deterministic=True)
     assert np.abs(actions - goals).mean() * (SIZE - 1) / 2 < 1.5  # px: it solves the task
+    ok = script.solved(actions, goals)
+    assert 0.9 <= ok.mean() < 1.0  # some frames it misses: where its maps should not be on the dot
     for target in script.TARGETS:
-        result = script.pointing(model, "fine", target, "image", obs, dots, squares)
-        assert result["dot_4px"] >= 0.90 and result["square_8px"] <= 0.2, (target, result)
+        result = script.pointing(model, "fine", target, "image", obs, dots, squares, ok)
+        assert result["dot_4px_solved"] >= 0.95 and result["square_8px"] <= 0.2, (target, result)
+        assert result["square_8px_missed"] >= 0.8 and result["dot_4px_missed"] <= 0.3, (target, result)
     for target, summary in script.share_summary(model, obs, "image").items():
         assert summary["median"]["image"] >= 0.9 and summary["image_largest"] >= 0.9, (target, summary)
 
@@ -224,10 +228,16 @@ def test_the_vector_agent_s_cue_holds_the_share_in_its_own_element():
 
 def test_the_two_image_agent_maps_and_shares_the_deciding_image():
     """The card: left's median share 0.872 / 0.883 (the decoy's 0.080 / 0.065), the largest in 93.7% /
-    92.7% of 300 frames; left's fine peak within 4 px of its dot in 92.3% / 91.0% and above the
-    decoy key's peak (one scale) in 95.3% / 96.7%."""
+    92.7% of 300 frames; left's fine peak within 4 px of its dot in 92.3% / 91.0% (94.8% / 93.5% of
+    the 291 frames the agent solves; on the 9 it misses, on left's square in 100% / 88.9%) and above
+    the decoy key's peak (one scale) in 95.3% / 96.7%."""
     model, script = _shipped("toydict_two_images_ppo")
-    obs, goals, dots, _ = script.frames("two_images", 300, seed=10_000)
+    obs, goals, dots, squares = script.frames("two_images", 300, seed=10_000)
+    actions, _ = model.predict(obs, deterministic=True)
+    ok = script.solved(actions, goals)
+    for target in script.TARGETS:
+        result = script.pointing(model, "fine", target, "left", obs, dots, squares, ok)
+        assert result["dot_4px_solved"] >= 0.92 and result["square_8px_missed"] >= 0.8, (target, result)
     for target, summary in script.share_summary(model, obs, "left").items():
         assert summary["median"]["left"] >= 0.8 and summary["median"]["right"] <= 0.15, (target, summary)
         assert summary["left_largest"] >= 0.9, (target, summary)
