@@ -35,7 +35,12 @@ from rlcam.agents import algo_class, load_agent  # noqa: E402
 from rlcam.envs import make_env  # noqa: E402
 
 
-def slim_copy(src: Path, dst: Path, env: str = "Breakout") -> None:
+def slim_copy(src: Path, dst: Path, env: str = "Breakout", make_venv=None):
+    """Write ``dst``, the slimmed ``src``, and check it acts as ``src`` does; returns the loaded model.
+
+    ``make_venv(model)``: builds the vec env the check steps (default ``make_env(env, n_envs=4,
+    seed=0)``), called once ``dst`` is written.
+    """
     # Our own checkpoint: SB3's full load, so the copy keeps every field plain SB3 needs to load it.
     agent = load_agent(src, trust=True)
     model = agent.model
@@ -52,7 +57,9 @@ def slim_copy(src: Path, dst: Path, env: str = "Breakout") -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     model.save(dst)
     _deflate(dst)
-    check_same_actions(src, dst, agent.algo, env)
+    venv = make_venv(model) if make_venv is not None else make_env(env, n_envs=4, seed=0)[0]
+    check_same_actions(model, algo_class(agent.algo).load(dst, device="cpu"), venv)
+    return model
 
 
 def _deflate(path: Path) -> None:
@@ -72,19 +79,19 @@ def _target_network(policy) -> tuple[torch.nn.Module, torch.nn.Module] | None:
     return None
 
 
-def check_same_actions(src: Path, dst: Path, algo: str, env: str = "Breakout") -> None:
-    cls = algo_class(algo)
-    original, shipped = cls.load(src, device="cpu"), cls.load(dst, device="cpu")
-    venv, _ = make_env(env, n_envs=4, seed=0)
-    obs = venv.reset()
-    rng = np.random.default_rng(0)
-    for _ in range(200):
-        a, _ = original.predict(obs, deterministic=True)
-        b, _ = shipped.predict(obs, deterministic=True)
-        if not np.array_equal(a, b):
-            raise SystemExit("the slimmed agent acts differently from the checkpoint; not shipping it")
-        obs, *_ = venv.step(rng.integers(0, venv.action_space.n, size=4))
-    venv.close()
+def check_same_actions(original, shipped, venv, steps: int = 200) -> None:
+    """``SystemExit`` unless ``shipped`` takes ``original``'s argmax actions on ``steps`` steps of
+    ``venv``, stepped with those actions (the states the agent itself reaches); closes ``venv``."""
+    try:
+        obs = venv.reset()
+        for _ in range(steps):
+            a, _ = original.predict(obs, deterministic=True)
+            b, _ = shipped.predict(obs, deterministic=True)
+            if not np.array_equal(a, b):
+                raise SystemExit("the slimmed agent acts differently from the checkpoint; not shipping it")
+            obs, *_ = venv.step(a)
+    finally:
+        venv.close()
 
 
 def model_card(dst: Path, run_dir: Path, result: dict, result_det: dict, notes: str = "") -> str:

@@ -57,3 +57,19 @@ def test_slim_copy_loads_in_plain_sb3_and_is_smaller(tmp_path, breakout_env, alg
         for a, b in zip(online.parameters(), target.parameters(), strict=True):
             assert torch.equal(a, b) and a.data_ptr() != b.data_ptr()  # synced on load, separate tensors
     shipped.learn(64)  # and it trains on
+
+
+def test_the_check_refuses_a_copy_that_acts_differently(tmp_path, breakout_env):
+    from ship_agent import check_same_actions
+
+    model = build_model("ppo", breakout_env, seed=3)
+    model.save(tmp_path / "ckpt.zip")
+    other = algo_class("ppo").load(tmp_path / "ckpt.zip", device="cpu")
+    with torch.no_grad():  # the action head's bias swapped: another argmax from the first step
+        bias = other.policy.action_net.bias
+        bias.copy_(torch.arange(bias.numel(), dtype=bias.dtype) * 100.0)
+    check_same_actions(
+        model, algo_class("ppo").load(tmp_path / "ckpt.zip", device="cpu"), make_env("Breakout", n_envs=2, seed=0)[0]
+    )
+    with pytest.raises(SystemExit, match="acts differently"):
+        check_same_actions(model, other, make_env("Breakout", n_envs=2, seed=0)[0])
