@@ -228,7 +228,17 @@ def _base_venv(info: EnvInfo, recipe: EnvRecipe | None, n_envs: int, seed: int):
         if isinstance(exc, RlcamError):
             raise
         raise RlcamError(f"could not create env {info.env_id!r} ({type(exc).__name__}: {exc}).") from None
+    _draw_faster(venv)
     return venv
+
+
+def _draw_faster(venv) -> None:
+    """CarRacing envs get ``rlcam.fastroad``'s road drawing: the same pixels, about twice the steps/s."""
+    for env in getattr(venv.unwrapped, "envs", ()):  # DummyVecEnv's envs, under any VecEnv wrapper
+        if type(env.unwrapped).__module__ == "gymnasium.envs.box2d.car_racing":
+            from rlcam.fastroad import speed_up
+
+            speed_up(env)
 
 
 def _check_image(space, env_id: str) -> None:

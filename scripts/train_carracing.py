@@ -36,9 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fast_carracing import speed_up  # noqa: E402
 from resumable import Progress, latest_checkpoint, learn_resumably  # noqa: E402
 
+from rlcam.fastroad import speed_up  # noqa: E402
 from rlcam.zoo import WRAPPERS  # noqa: E402  (rl-zoo's wrappers, as rlcam rebuilds them)
 
 ENV = "CarRacing-v3"
@@ -54,7 +54,7 @@ ENV_WRAPPER = [
 
 
 def wrap(env):
-    speed_up(env)  # the same pixels, drawn twice as fast (scripts/fast_carracing.py)
+    speed_up(env)  # the same pixels, drawn twice as fast (rlcam.fastroad)
     for item in ENV_WRAPPER:
         ((name, kwargs),) = item.items()
         env = WRAPPERS[name](env, **kwargs)

@@ -1,17 +1,13 @@
-"""scripts/fast_carracing.py draws CarRacing's road with the same pixels as gymnasium's own code:
+"""rlcam.fastroad draws CarRacing's road with the same pixels as gymnasium's own code:
 frame by frame against an unpatched env, through the opening zoom, tiles changing colour as the car
 drives over them, a second reset (a new track) and domain randomisation (other colours)."""
 
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 pytest.importorskip("Box2D", reason="CarRacing needs gymnasium[box2d] (in the dev extra)")
 
@@ -36,7 +32,8 @@ def drive_both(stock, fast, seed: int, steps: int) -> int:
 @pytest.mark.parametrize("randomize", [False, True], ids=["plain", "domain-randomized"])
 def test_frames_are_bit_identical_to_gymnasiums(randomize):
     import gymnasium as gym
-    from fast_carracing import speed_up
+
+    from rlcam.fastroad import speed_up
 
     stock = gym.make("CarRacing-v3", domain_randomize=randomize)
     fast = gym.make("CarRacing-v3", domain_randomize=randomize)
@@ -45,11 +42,34 @@ def test_frames_are_bit_identical_to_gymnasiums(randomize):
     visited = fast.unwrapped.tile_visited_count
     assert visited > 5  # the car drove over tiles, so their colours changed while we compared
     assert drive_both(stock, fast, seed=4, steps=60) == 0  # a new track: the vertex cache must follow
+    assert "_render_road" in vars(fast.unwrapped)  # past its checked frames, still the fast drawing
+
+
+def test_a_drawing_that_differs_goes_back_to_gymnasiums(monkeypatch):
+    import gymnasium as gym
+
+    from rlcam import fastroad
+
+    stock, fast = gym.make("CarRacing-v3"), gym.make("CarRacing-v3")
+    fastroad.speed_up(fast)
+    monkeypatch.setattr(fastroad, "rotate", lambda xy, angle: np.stack([xy[..., 1], xy[..., 0]], axis=-1))
+    with pytest.warns(UserWarning, match="differs"):
+        assert drive_both(stock, fast, seed=3, steps=20) == 0  # every frame the original's
+    assert "_render_road" not in vars(fast.unwrapped)
+
+
+def test_rlcam_s_carracing_envs_get_the_fast_drawing():
+    from rlcam.envs import make_env
+
+    venv, _ = make_env("CarRacing-v3", n_envs=2, seed=0)
+    assert all("_render_road" in vars(env.unwrapped) for env in venv.unwrapped.envs)
+    venv.close()
 
 
 def test_rotation_is_pygames_to_the_bit():
     import pygame
-    from fast_carracing import rotate
+
+    from rlcam.fastroad import rotate
 
     rng = np.random.default_rng(0)
     angles = [0.0, math.pi / 2, -math.pi, 1.5 * math.pi, 2 * math.pi, -1e-8, 3e-7, *rng.uniform(-20, 20, 300)]
@@ -61,7 +81,8 @@ def test_rotation_is_pygames_to_the_bit():
 
 def test_refuses_another_env():
     import gymnasium as gym
-    from fast_carracing import speed_up
+
+    from rlcam.fastroad import speed_up
 
     with pytest.raises(TypeError, match="CarRacing"):
         speed_up(gym.make("CartPole-v1"))

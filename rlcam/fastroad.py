@@ -1,4 +1,4 @@
-"""CarRacing's road drawn with the same pixels in a fraction of the time, for training and evaluating.
+"""CarRacing's road drawn with the same pixels in a fraction of the time (``rlcam record`` uses it).
 
 Gymnasium's ``CarRacing._render_road`` rotates and culls about 700 polygons (background, 400
 grass patches, ~300 road tiles) one ``pygame.math.Vector2`` at a time in Python, every frame, to
@@ -7,20 +7,24 @@ draw the ~90 that are on screen: 80% of a step's time here (26 ms of 33 on this 
 numpy (the same IEEE operations in the same order, and the rotation computed as pygame-ce's
 ``_vector2_rotate_helper`` does, special cases included) and then draws exactly the polygons the
 original would, in its order, with the same ``gfxdraw`` calls. Observations are bit-identical to
-the stock env's; ``tests/test_fast_carracing.py`` checks that frame by frame against an unpatched
-env, so a pygame or gymnasium release that changes the drawing shows up there, not in an agent.
+the stock env's: ``tests/test_fast_carracing.py`` checks that frame by frame against an unpatched
+env, and each patched env checks its own first ``CHECKED_FRAMES`` frames against the original
+drawing, going back to it for good (with a warning) on any difference, so a pygame or gymnasium
+release that draws otherwise cannot change what an agent sees.
 """
 
 from __future__ import annotations
 
 import math
 import types
+import warnings
 
 import numpy as np
 
 EPSILON = 1e-6  # pygame-ce's VECTOR_EPSILON, the default epsilon of every Vector2
 TWO_PI = 2.0 * math.pi
 HALF_PI = math.pi / 2.0
+CHECKED_FRAMES = 3  # each env's first frames drawn both ways and compared
 
 
 def rotate(xy: np.ndarray, angle: float) -> np.ndarray:
@@ -88,7 +92,7 @@ def speed_up(env) -> None:
         gfxdraw.aapolygon(surface, points, color)
         gfxdraw.filled_polygon(surface, points, color)
 
-    def render_road(self, zoom, translation, angle):
+    def fast_road(self, zoom, translation, angle):
         draw(self.surf, to_screen(field, zoom, translation, angle).tolist(), self.bg_color)  # never culled
         screen = to_screen(grass, zoom, translation, angle)
         for i in np.flatnonzero(visible(screen)):
@@ -100,4 +104,27 @@ def speed_up(env) -> None:
             color = [int(c) for c in self.road_poly[i][1]]  # read each frame: a visited tile changes colour
             draw(self.surf, screen[i].tolist(), color)
 
+    checked = {"frames": 0}
+
+    def render_road(self, zoom, translation, angle):
+        if checked["frames"] >= CHECKED_FRAMES:
+            fast_road(self, zoom, translation, angle)
+            return
+        import pygame
+
+        blank = self.surf.copy()
+        stock(self, zoom, translation, angle)
+        drawn, self.surf = self.surf, blank
+        fast_road(self, zoom, translation, angle)
+        same = np.array_equal(pygame.surfarray.array3d(drawn), pygame.surfarray.array3d(self.surf))
+        self.surf = drawn  # the original's drawing, either way
+        checked["frames"] += 1
+        if not same:
+            warnings.warn(
+                "rlcam's fast CarRacing road drawing differs from this gymnasium/pygame's; using the original.",
+                stacklevel=2,
+            )
+            del self._render_road  # the class's method again
+
+    stock = car_racing.CarRacing._render_road
     racing._render_road = types.MethodType(render_road, racing)
