@@ -14,8 +14,10 @@ Every policy family rlcam records is shown: discrete actions (a bar per action),
 ones (a bar per component within the action space's bounds, the signed map's "pushes it down"
 side in the cool ramp, a timeline track per component), structured ones (a bar group per part),
 actor + critics (Q(s, a) as the value), recurrent policies (memory vs pixels on the timeline) and
-Dict observations (the image key the map is on, from the replay's observations, and each key's
-share of the score).
+Dict observations: every image key side by side as the agent saw it (from the replay's
+observations), the layer's key with its map and each other key with its map of the same score
+(``key_cam_<key>``), all on one colour scale as in the video; each key's share of the score; and
+each vector key's signed gradient x input per element (``attr_<key>``), a bar per ``key[i]``.
 
 Frames travel as palette indices (Atari frames have at most 128 colours; RGB otherwise), in
 chunks of ``FRAME_CHUNK`` steps, each chunk XOR-delta coded along time and deflated: 1000 Breakout
@@ -38,7 +40,7 @@ import numpy as np
 
 from rlcam.colormap import LUT, LUT_DOWN
 from rlcam.errors import RlcamError
-from rlcam.geometry import Placement
+from rlcam.geometry import Placement, stretch_matrix
 from rlcam.norm import RUNNING_DECAY
 from rlcam.video import PLACEMENT_META, load_trace
 
@@ -72,6 +74,9 @@ class ReportRun:
     notes: list[str] = field(default_factory=list)
     space: dict = field(default_factory=dict)
     """What the page needs of the env's spaces (``space_info``): bounds, part sizes, the image key."""
+    key_frames: dict[str, np.ndarray] = field(default_factory=dict)
+    """Dict observations: ``(T, H, W, 3)`` uint8 frames of each other image key the trace maps
+    (``key_cam_<key>``), as the agent saw them; shown beside the main frame with their maps."""
 
     @property
     def steps(self) -> int:
@@ -108,8 +113,9 @@ def run_from_trace(trace_path: str | os.PathLike[str], env_index: int = 0, label
             f"trace {path} holds the second agent's choices on the first agent's game ('rlcam compare' in replay "
             "mode), so it cannot be replayed alone; open the compare report, or report the first agent's trace."
         )
-    frames, space = replay_frames(meta, arrays, env_index, path)
-    return ReportRun(label or Path(str(meta.get("agent", path.stem))).name, meta, arrays, frames, notes, space)
+    frames, key_frames, space = replay_frames(meta, arrays, env_index, path)
+    name = label or Path(str(meta.get("agent", path.stem))).name
+    return ReportRun(name, meta, arrays, frames, notes, space, key_frames)
 
 
 def trace_arrays(path: Path, env_index: int = 0) -> tuple[dict, dict[str, np.ndarray], list[str]]:
@@ -161,15 +167,18 @@ def space_info(action_space, observation_space, layer: str) -> dict:
     return info
 
 
-def replay_frames(meta: dict, arrays: dict[str, np.ndarray], env_index: int, source: Path) -> tuple[np.ndarray, dict]:
+def replay_frames(
+    meta: dict, arrays: dict[str, np.ndarray], env_index: int, source: Path
+) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
     """``(T, H, W, 3)`` frames of env ``env_index``, by stepping its env with the recorded actions,
-    and the env's ``space_info``.
+    the other image keys' frames (Dict observations) and the env's ``space_info``.
 
     The trace holds the exact actions the env was given (continuous or sampled ones too), so the
     replay is exact. Every step is checked against the trace: reward, life loss (``done``), game
     end, object positions and, when stored, the policy input must match, else the env did not
     reproduce the run. Dict observations: the frame is the image key the map is on (what the video
-    shows), taken from the replay's observations, not the env's render.
+    shows), taken from the replay's observations, not the env's render; every other image key the
+    trace has maps of (``key_cam_<key>``) gets its frames the same way, ``{key: (T, H', W', 3)}``.
     """
     from rlcam.envs import frames, make_env
     from rlcam.objects import positions
@@ -182,12 +191,21 @@ def replay_frames(meta: dict, arrays: dict[str, np.ndarray], env_index: int, sou
     venv, _ = make_env(name, n_envs=1, seed=int(meta["seed"]) + env_index, frame_stack=stack or None)
     space = space_info(venv.action_space, venv.observation_space, str(meta.get("layer", "")))
     image_key = space.get("image_key")
-    out = []
+    others = [k for k in space.get("input_names", []) if k != image_key and f"key_cam_{k}" in arrays]
+    out: list[np.ndarray] = []
+    key_out: dict[str, list[np.ndarray]] = {k: [] for k in others}
 
     def recorded(key: str, t: int):
         return arrays[key][t] if key in arrays else None
 
     try:
+        for key in others:  # images (C, H, W), as observation_frames reads them
+            grid, maps = tuple(venv.observation_space[key].shape[-2:]), arrays[f"key_cam_{key}"].shape[1:]
+            if maps != grid:
+                raise RlcamError(
+                    f"trace {source} has maps of key {key!r} on a {maps[0]}x{maps[1]} grid but the env's {key!r} "
+                    f"images are {grid[0]}x{grid[1]}, so they are not this env's maps; record the run again."
+                )
         obs = venv.reset()
         for t, action in enumerate(arrays["action"]):
             if isinstance(obs, dict):
@@ -197,6 +215,8 @@ def replay_frames(meta: dict, arrays: dict[str, np.ndarray], env_index: int, sou
             for name, centre in positions(venv, env_id).items():  # where things were when the agent acted
                 checks[f"{name} position"] = (centre[0], recorded(f"obj_{name}", t))
             out.append(frames(venv)[0] if image_key is None else observation_frames(obs[image_key])[0])
+            for key in others:
+                key_out[key].append(observation_frames(obs[key])[0])
             obs, rewards, dones, infos = venv.step(np.asarray(action)[None])
             checks["reward"] = (rewards[0], recorded("reward", t))
             checks["life loss"] = (dones[0], recorded("done", t))
@@ -213,7 +233,7 @@ def replay_frames(meta: dict, arrays: dict[str, np.ndarray], env_index: int, sou
                     )
     finally:
         venv.close()
-    return np.stack(out), space
+    return np.stack(out), {k: np.stack(v) for k, v in key_out.items()}, space
 
 
 # -- what the page plots -------------------------------------------------------------------------------
@@ -427,6 +447,19 @@ def binary(array: np.ndarray, dtype: str) -> dict:
     return {"dtype": dtype, "shape": list(arr.shape), "b64": base64.b64encode(arr.tobytes()).decode("ascii")}
 
 
+def sparse_rows(matrix: np.ndarray) -> dict:
+    """A placement matrix ``(R, C)`` as its non-zero entries row by row (what the page's
+    ``sparseRows`` makes of a dense one): an input-grid map's matrices are ~95% zeros."""
+    rows, cols = np.nonzero(matrix)  # row-major: the rows come sorted
+    start = np.searchsorted(rows, np.arange(matrix.shape[0] + 1))
+    return {
+        "shape": list(matrix.shape),
+        "start": binary(start, "i4"),
+        "idx": binary(cols, "i4"),
+        "w": binary(matrix[rows, cols], "f4"),
+    }
+
+
 def encode_frames(frames: np.ndarray, chunk: int = FRAME_CHUNK) -> dict:
     """``(T, H, W, 3)`` uint8 -> palette (or RGB) planes, XOR-delta coded per chunk of steps and deflated."""
     T, H, W, _ = frames.shape
@@ -515,7 +548,34 @@ def run_payload(run: ReportRun, frames_ref: int, scale: int) -> dict:
         payload["component_names"] = component_names(run)
     payload["objects"] = {k[4:]: binary(a[k], "f4") for k in sorted(a) if k.startswith("obj_")}
     payload["object_radius"] = OBJECT_RADIUS
+    if run.key_frames:
+        payload["key_maps"] = key_maps(run, scale)
+    names = run.space.get("input_names", [])
+    if any(f"attr_{k}" in a for k in names):  # Dict observations' vector keys, in the space's order
+        payload["attributions"] = [
+            {"key": k, "values": binary(a[f"attr_{k}"], "f4")} for k in names if f"attr_{k}" in a
+        ]
     return payload
+
+
+def key_maps(run: ReportRun, scale: int) -> list[dict]:
+    """Dict observations' other image keys, each a pane beside the main frame: its frames, its maps
+    ``(T, H, W)`` on its own input grid (``key_cam_<key>``) and the matrices stretching them onto its
+    frame at display size (the video's: ``stretch_matrix``, bilinear)."""
+    out = []
+    for key, images in run.key_frames.items():
+        H, W = images.shape[1:3]
+        cams = run.arrays[f"key_cam_{key}"]
+        out.append(
+            {
+                "key": key,
+                "frames": encode_frames(images),
+                "cam": binary(cams, "f4"),
+                "ys": sparse_rows(stretch_matrix(H * scale, cams.shape[1])),
+                "xs": sparse_rows(stretch_matrix(W * scale, cams.shape[2])),
+            }
+        )
+    return out
 
 
 def page_html(payload: dict) -> str:

@@ -567,16 +567,25 @@ def _family(families, name):
     return families[name]
 
 
-def expected_signed_view(run, k: int, signed: bool = True, alpha: float = 0.6) -> np.ndarray:
-    """Step k as the recorder draws a signed map: both sides on one running scale, the "pushes it down"
+def shared_full(run, k: int, norm: str) -> float:
+    """The recorder's scale at step k when one scale spans both sides of a signed map and every
+    other image key's map (rlcam.record.StepWriter.write)."""
+    maps = [run.arrays["cam"], run.arrays["cam_down"], *(run.arrays[f"key_cam_{key}"] for key in run.key_frames)]
+    normalizer = Normalizer(norm, 1)
+    for t in range(k + 1):
+        full = normalizer.update(np.concatenate([m[t].reshape(1, -1) for m in maps], axis=1))[0]
+        normalizer.end_episodes(run.arrays["game_over"][t : t + 1])
+    return full
+
+
+def expected_signed_view(run, k: int, signed: bool = True, alpha: float = 0.6, norm: str = "running") -> np.ndarray:
+    """Step k as the recorder draws a signed map: both sides on one scale, the "pushes it down"
     side painted over the map in the cool ramp (rlcam.record.StepWriter + rlcam.render.compose)."""
     from rlcam.colormap import LUT_DOWN
 
     scale = page_scale(run)
     up, down = run.arrays["cam"], run.arrays["cam_down"]
-    normalizer = Normalizer("running", 1)
-    for t in range(k + 1):
-        full = normalizer.update(np.maximum(up[t], down[t])[None])[0]
+    full = shared_full(run, k, norm)
     h, w = run.frames.shape[1:3]
     ys, xs = (torch.from_numpy(m) for m in placement(run.meta).frame_matrices(h * scale, w * scale))
     game = Image.fromarray(run.frames[k]).resize((w * scale, h * scale), Image.Resampling.NEAREST)
@@ -708,3 +717,147 @@ def test_structured_and_recurrent_pages(browser, families):
     memory = next(e for e in stats if e.find_element("css selector", ".k").text.lower() == "memory effect")
     shown = float(memory.find_element("css selector", ".v").text)
     assert shown == pytest.approx(float(lstm.arrays["memory_effect"][4]), rel=1e-3)
+
+
+# -- Dict observations with two image keys --------------------------------------------------------------------
+
+TWO = "rlcam.toydict:SteerDictTwoImages-v0"  # keys cue (2,), left, right (48, 48, 3); the layer is on right
+LOUD = 30.0  # the left extractor's output scaled up (ReLU(c z) = c ReLU(z)): its map scales with it
+
+
+@pytest.fixture(scope="module")
+def two_images(tmp_path_factory):
+    """An untrained Dict PPO on two image keys, recorded with ``--save-obs --report``: (trace, page)."""
+    import warnings
+
+    import stable_baselines3 as sb3
+    from stable_baselines3.common.env_util import make_vec_env
+
+    import rlcam.toydict  # noqa: F401  (registers the ids)
+
+    root = tmp_path_factory.mktemp("two_images")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        venv = make_vec_env(TWO.split(":")[1], n_envs=1, seed=0)
+        model = sb3.PPO("MultiInputPolicy", venv, n_steps=16, seed=0, device="cpu")
+    with torch.no_grad():  # the left key's features louder: its map, not the layer's, sets the shared scale
+        linear = model.policy.features_extractor.extractors["left"].linear[0]
+        linear.weight.mul_(LOUD)
+        linear.bias.mul_(LOUD)
+    model.save(root / "two.zip")
+    video = root / "two.mp4"
+    argv = ["record", "--env", TWO, "--agent", root / "two.zip", "--steps", FAMILY_STEPS, "--out", video]
+    assert main([str(a) for a in [*argv, "--save-obs", "--report", "--quiet"]]) == 0
+    return video.with_suffix(".npz"), video.with_suffix(".html")
+
+
+def page_payload(page: Path) -> dict:
+    return json.loads(page.read_text().split('id="rlcam-data">', 1)[1].split("</script>", 1)[0])
+
+
+def decoded(spec: dict) -> np.ndarray:
+    """A payload array as the page's ``arr`` reads it."""
+    dtype = {"f4": "<f4", "i4": "<i4", "u1": "u1"}[spec["dtype"]]
+    return np.frombuffer(base64.b64decode(spec["b64"]), dtype).reshape(spec["shape"])
+
+
+def test_dict_payload_holds_every_image_keys_maps_frames_and_the_vector_elements(two_images):
+    from rlcam.geometry import stretch_matrix
+
+    trace, page = two_images
+    arrays = load_trace(trace).arrays
+    run = page_payload(page)["runs"][0]
+    assert run["space"]["image_key"] == "right" and run["space"]["input_names"] == ["cue", "left", "right"]
+    assert [k["key"] for k in run["key_maps"]] == ["left"]  # every image key but the layer's
+    left = run["key_maps"][0]
+    np.testing.assert_array_equal(decoded(left["cam"]), arrays["key_cam_left"])
+    # the frames are the "left" key as the agent saw it, not the env's render
+    np.testing.assert_array_equal(decode_frames(left["frames"]), arrays["obs_left"].transpose(0, 2, 3, 1))
+    # the stretch onto the pane at display size, sent as its non-zero entries: the video's matrix
+    scale = page_payload(page)["scale"]
+    for axis, n in (("ys", 48), ("xs", 48)):
+        sparse = left[axis]
+        dense = np.zeros(sparse["shape"], np.float32)
+        start, idx, w = decoded(sparse["start"]), decoded(sparse["idx"]), decoded(sparse["w"])
+        for r in range(len(dense)):
+            dense[r, idx[start[r] : start[r + 1]]] = w[start[r] : start[r + 1]]
+        np.testing.assert_array_equal(dense, stretch_matrix(n * scale, 48).astype(np.float32))
+    assert [a["key"] for a in run["attributions"]] == ["cue"]
+    np.testing.assert_array_equal(decoded(run["attributions"][0]["values"]), arrays["attr_cue"])
+
+
+def test_dict_maps_of_another_grid_than_the_keys_images_are_refused(two_images, tmp_path, capsys):
+    with np.load(two_images[0]) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["key_cam_left"] = arrays["key_cam_left"][:, ::2, ::2]
+    np.savez(tmp_path / "bad.npz", **arrays)
+    code, _, err = run_cli(["report", tmp_path / "bad.npz", "--out", tmp_path / "bad.html"], capsys)
+    assert code == 2 and "maps of key 'left' on a 24x24 grid" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "bad.html").exists()
+
+
+def expected_key_view(run, key: str, k: int, norm: str, alpha: float = 0.6) -> np.ndarray:
+    """Another image key's pane at step k as the recorder draws it (rlcam.record.StepWriter.beside):
+    its observation upscaled, its input-grid map stretched bilinearly over it, on the shared scale."""
+    from rlcam.geometry import stretch_matrix
+
+    scale = page_scale(run)
+    image = run.arrays[f"obs_{key}"][k].transpose(1, 2, 0)  # what the agent saw, channel-last
+    cams = run.arrays[f"key_cam_{key}"]
+    h, w = image.shape[:2]
+    ys, xs = (
+        torch.from_numpy(stretch_matrix(n * scale, m).astype(np.float32))
+        for n, m in zip((h, w), cams.shape[1:], strict=True)
+    )
+    game = Image.fromarray(image).resize((w * scale, h * scale), Image.Resampling.NEAREST)
+    _paint_heat(game, Image.fromarray(_placed_indices(cams[k], shared_full(run, k, norm), ys, xs)), alpha)
+    return np.asarray(game)
+
+
+def test_dict_page_draws_every_image_key_on_one_scale_and_the_elements(browser, two_images):
+    trace, page = two_images
+    run = run_from_trace(trace)
+    peaks = run.arrays["key_cam_left"].reshape(FAMILY_STEPS, -1).max(axis=1)
+    k = int(np.argmax(peaks[1:])) + 1  # a step with the other key's map well lit
+    own = max(run.arrays["cam"][k].max(), run.arrays["cam_down"][k].max())
+    assert peaks[k] > 2 * own  # so the other key's map, not the layer's, sets the shared scale here
+    open_page(browser, page, f"#step={k}")
+    assert console_errors(browser) == []
+    panes = browser.find_elements("css selector", ".run[data-run='0'] .pane")
+    assert [p.get_attribute("data-key") for p in panes] == ["left", "right"]  # the space's order, as the video
+    captions = [p.find_element("css selector", ".key").text for p in panes]
+    assert captions == ["left", "right"]
+    shares = [p.find_element("css selector", ".share").text for p in panes]
+    assert shares == [f"{100 * v:.1f}% of the score" for v in run.arrays["input_shares"][k, 1:]]
+    left = ".run[data-run='0'] canvas.keyframe[data-key='left']"
+    for norm in ("running", "frame", "episode"):
+        browser.find_element("css selector", f"#norm button[data-norm='{norm}']").click()
+        got = shows(browser, k, left).astype(int)
+        want = expected_key_view(run, "left", k, norm).astype(int)
+        assert np.abs(got - want).max() <= 3 and (got != want).mean() < 0.01, norm
+        main_got = shows(browser, k).astype(int)  # the layer's key: the same scale
+        main_want = expected_signed_view(run, k, norm=norm).astype(int)
+        assert np.abs(main_got - main_want).max() <= 3 and (main_got != main_want).mean() < 0.01, norm
+        label = browser.find_element("css selector", ".colorbar .full").text
+        assert float(label.split()[0]) == pytest.approx(shared_full(run, k, norm), rel=1e-3)
+    browser.find_element("id", "overlay").click()  # no maps: exactly the observation of each key
+    s = page_scale(run)
+    obs = run.arrays["obs_left"][k].transpose(1, 2, 0)
+    np.testing.assert_array_equal(canvas(browser, left)[0], obs.repeat(s, axis=0).repeat(s, axis=1))
+    # the vector key's elements: a signed bar each from the centre, scaled by the step's largest |element|
+    names = [e.text for e in browser.find_elements("css selector", ".bars.elements .name")]
+    assert names == ["cue[0]", "cue[1]"]
+    bars = browser.execute_script(
+        "return [...document.querySelectorAll('.bars.elements .fill')]"
+        ".map(e => [parseFloat(e.style.left), parseFloat(e.style.width), e.classList.contains('down')])"
+    )
+    values = run.arrays["attr_cue"][k].astype(np.float64)
+    reach = 50 * np.abs(values) / np.abs(values).max()
+    np.testing.assert_allclose([b[1] for b in bars], reach, atol=1e-3)
+    np.testing.assert_allclose([b[0] for b in bars], np.where(values < 0, 50 - reach, 50), atol=1e-3)
+    assert [b[2] for b in bars] == list(values < 0)
+    from selenium.webdriver.common.keys import Keys
+
+    press(browser, Keys.ARROW_RIGHT)
+    shows(browser, min(k + 1, FAMILY_STEPS - 1), left)
+    assert console_errors(browser) == []

@@ -35,7 +35,12 @@
 
   // Rows of a dense (R, C) placement matrix as its non-zero entries: bilinear and receptive-field
   // placements have at most four per row, so placing a map costs O(pixels), whatever its size.
+  // A matrix sent as such (``start``, ``idx``, ``w``: report.py's sparse_rows) is taken as it is.
   function sparseRows(spec) {
+    if (spec.start) {
+      const [R, C] = spec.shape;
+      return { R, C, start: arr(spec.start), idx: arr(spec.idx), w: Float64Array.from(arr(spec.w)) };
+    }
     const m = arr(spec);
     const [R, C] = spec.shape;
     const start = new Int32Array(R + 1);
@@ -64,6 +69,9 @@
   const LUT32 = lut32(D.lut);
   // Signed targets: what pushes the score down, in the cool ramp, on the same scale as the map.
   const LUT_DOWN32 = D.lut_down ? lut32(D.lut_down) : LUT32;
+
+  // The "pushes it down" colour of signed bars: the cool ramp's, as the video's panel (LUT_DOWN[200]).
+  document.documentElement.style.setProperty("--down", `rgb(${LUT_DOWN32[200] & 255}, ${(LUT_DOWN32[200] >> 8) & 255}, ${(LUT_DOWN32[200] >> 16) & 255})`);
 
   const RUN_COLOURS = ["rgb(255, 166, 82)", "rgb(110, 190, 255)"]; // first and second run, everywhere
 
@@ -124,6 +132,14 @@
         for (const f of this.listeners) f(c);
       });
       this.loading.set(c, job);
+    }
+    // The source column of each display column, upscaled ``scale`` times (nearest).
+    columns(scale) {
+      if (!this.cols || this.cols.scale !== scale) {
+        this.cols = Int32Array.from({ length: this.W * scale }, (_, X) => Math.floor(X / scale));
+        this.cols.scale = scale;
+      }
+      return this.cols;
     }
     prefetch(t) {
       const c = Math.floor(t / this.chunk);
@@ -260,9 +276,23 @@
       for (const k of Object.keys(spec.series)) this.series[k] = arr(spec.series[k]);
       this.objects = {};
       for (const k of Object.keys(spec.objects)) this.objects[k] = arr(spec.objects[k]);
-      this.scales = scales(mapPeaks(this.cam, this.h * this.w, this.camDown), this.gameOver);
-      if (this.actionCams) this.actionScales = scales(mapPeaks(this.actionCams, this.nT * this.h * this.w), this.gameOver);
       this.scale = D.scale;
+      // Dict observations: every other image key's map (same score, its own input grid) in a pane of its own.
+      this.keyMaps = (spec.key_maps || []).map((k) => {
+        const store = new FrameStore(k.frames);
+        stores.push(store); // prefetched, and drawn when its chunks arrive, as the main frames are
+        const heat = new Uint8Array(store.H * this.scale * store.W * this.scale);
+        return { key: k.key, store, cam: arr(k.cam), per: k.cam.shape[1] * k.cam.shape[2], ys: sparseRows(k.ys), xs: sparseRows(k.xs), heat };
+      });
+      // One scale over every image key's map, as the recorder normalises them together.
+      const peaks = mapPeaks(this.cam, this.h * this.w, this.camDown);
+      for (const k of this.keyMaps) {
+        const own = mapPeaks(k.cam, k.per);
+        for (let t = 0; t < peaks.length; t++) peaks[t] = Math.max(peaks[t], own[t]);
+      }
+      this.scales = scales(peaks, this.gameOver);
+      this.attributions = (spec.attributions || []).map((a) => ({ key: a.key, values: arr(a.values), dim: a.values.shape[1] }));
+      if (this.actionCams) this.actionScales = scales(mapPeaks(this.actionCams, this.nT * this.h * this.w), this.gameOver);
       this.Hs = this.store.H * this.scale;
       this.Ws = this.store.W * this.scale;
       this.tmp = new Float64Array(this.h * Math.max(this.Ws, this.store.W));
@@ -279,9 +309,12 @@
     // Colormap indices of map ``cam[off..]`` placed by (ys, xs), scaled so ``full`` is 255:
     // round(ys @ (cam * 255 / full) @ xs^T), clipped to 0..255 (the recorder's _placed_indices).
     place(cams, off, ys, xs, full, out) {
-      const { h, w } = this;
+      const h = ys.C; // the map's grid: the layer's, or an image key's input grid
+      const w = xs.C;
       const factor = full > 0 ? 255 / full : 0;
       const W = xs.R;
+      if (this.tmp.length < h * W) this.tmp = new Float64Array(h * W);
+      if (this.row.length < W) this.row = new Float64Array(W);
       const tmp = this.tmp;
       for (let i = 0; i < h; i++) {
         const row = off + i * w;
@@ -307,13 +340,14 @@
       }
     }
 
-    // The frame upscaled by ``scale`` (nearest), with the heat blended over it when ``heat`` is given.
-    compose(frame, scale, heat, image, heatDown = null) {
-      const { H, W, C, palette } = this.store;
+    // The frame (of ``store``) upscaled by ``scale`` (nearest), with the heat blended over it when
+    // ``heat`` is given.
+    compose(frame, scale, heat, image, heatDown = null, store = this.store) {
+      const { H, W, C, palette } = store;
       const out = new Uint32Array(image.data.buffer);
       const Ws = W * scale;
       const mask = maskTable;
-      const col = scale === 1 ? this.col1 : this.colS;
+      const col = store === this.store ? (scale === 1 ? this.col1 : this.colS) : store.columns(scale);
       for (let Y = 0; Y < H * scale; Y++) {
         const rowStart = ((Y / scale) | 0) * W;
         for (let X = 0; X < Ws; X++) {
@@ -359,7 +393,7 @@
     }
 
     build() {
-      const root = el("div", "run");
+      const root = el("div", this.keyMaps.length ? "run multi" : "run");
       root.dataset.run = this.index;
       const view = el("div", "view");
       const head = el("div", "view-head");
@@ -385,11 +419,11 @@
       rctx.putImageData(rimg, 0, 0);
       this.fullLabel = el("span", "full");
       bar.append(el("span", "", "0"), ramp, this.fullLabel);
-      bar.style.width = `${this.Ws}px`;
+      bar.style.width = this.keyMaps.length ? "100%" : `${this.Ws}px`;
       bar.style.maxWidth = "100%";
       head.style.width = bar.style.width;
       bar.title = "the raw map value that full colour means, under the chosen normalisation";
-      view.append(head, this.canvas, bar);
+      view.append(head, this.keyMaps.length ? this.buildPanes() : this.canvas, bar);
       if (this.camDown) {
         const down = el("div", "colorbar down");
         const dramp = el("canvas");
@@ -406,7 +440,15 @@
         const up = el("div", "dim legend", "warm: pushes the score up");
         view.append(up, down);
       }
-      if (this.space.image_key) {
+      if (this.keyMaps.length) {
+        view.append(
+          el(
+            "div",
+            "dim legend",
+            `every image key as the agent saw it, each with its map of the same score at its own layer, on one colour scale (as the video): the layer is on "${this.space.image_key}"${this.camDown ? `, the only key with a "pushes it down" side (the others' are not computed)` : ""}`,
+          ),
+        );
+      } else if (this.space.image_key) {
         view.append(
           el("div", "dim legend", `frame: the observation's "${this.space.image_key}" key (the map is on it), not the env's render`),
         );
@@ -446,7 +488,7 @@
         ["reward", "reward"],
         ["return", "return"],
         ["episode", "game"],
-        ["peak", "map peak"],
+        ["peak", this.keyMaps.length ? `map peak (${this.space.image_key})` : "map peak"],
       ];
       if (this.series.entropy) labels.push(["entropy", "entropy"]);
       else if (this.series.margin) labels.push(["margin", "Q gap"]);
@@ -495,6 +537,7 @@
         wrap.append(el("div", "subhead", "each input key's share of the score (gradient \u00d7 input)"), bars);
         panel.append(wrap);
       }
+      if (this.attributions.length) this.buildAttributions(panel);
       if (this.actionCams) {
         const wrap = el("div");
         this.tileTitle = el("div", "subhead", "every action's map, one scale");
@@ -526,6 +569,71 @@
       panel.append(facts);
       root.append(view, panel);
       $("runs").append(root);
+    }
+
+    // Dict observations: every image key the page maps, side by side in the space's order (as the
+    // video), each captioned with its key and its share of the score.
+    buildPanes() {
+      const panes = el("div", "panes");
+      const mapped = this.space.image_key;
+      const names = (this.space.input_names || []).filter((k) => k === mapped || this.keyMaps.some((m) => m.key === k));
+      this.paneShares = [];
+      for (const key of names) {
+        const pane = el("figure", "pane");
+        pane.dataset.key = key;
+        const cap = el("figcaption");
+        cap.append(el("span", "key", key));
+        if (key === mapped) cap.append(el("span", "tag", "layer's key"));
+        const share = el("span", "share");
+        cap.append(share);
+        if (this.series[`input_${key}`]) this.paneShares.push({ share, values: this.series[`input_${key}`] });
+        const k = this.keyMaps.find((m) => m.key === key);
+        let canvas = this.canvas;
+        if (k) {
+          canvas = el("canvas", "keyframe");
+          canvas.width = k.store.W * this.scale;
+          canvas.height = k.store.H * this.scale;
+          canvas.dataset.step = "-1";
+          canvas.dataset.key = key;
+          k.canvas = canvas;
+          k.ctx = canvas.getContext("2d");
+          k.image = k.ctx.createImageData(canvas.width, canvas.height);
+        }
+        pane.style.flex = `${canvas.width} 1 0`; // panes shrink together, each at most its natural size
+        pane.style.maxWidth = `${canvas.width}px`;
+        pane.append(cap, canvas);
+        panes.append(pane);
+      }
+      return panes;
+    }
+
+    // Dict observations' vector keys: a signed bar per element (gradient x input), from a centre
+    // zero line, scaled by the step's largest |element| over every key (as the video's strip).
+    buildAttributions(panel) {
+      const bars = el("div", "bars elements");
+      this.elementRows = [];
+      for (const a of this.attributions) {
+        for (let i = 0; i < a.dim; i++) {
+          const name = el("span", "name", `${a.key}[${i}]`);
+          const track = el("div", "track signed");
+          const zero = el("div", "zero");
+          zero.style.left = "50%";
+          const fill = el("div", "fill");
+          track.append(zero, fill);
+          const num = el("span", "num");
+          bars.append(name, track, num);
+          this.elementRows.push({ values: a.values, dim: a.dim, i, fill, num });
+        }
+      }
+      const head = el("div", "subhead split");
+      this.elementPeak = el("span", "peak");
+      head.append(el("span", "", "vector keys \u00b7 gradient \u00d7 input per element"), this.elementPeak);
+      const legend = el("div", "dim legend");
+      legend.append(el("span", "sign up", "\u25a0"), " pushes the score up  ", el("span", "sign down", "\u25a0"), " pushes it down");
+      const wrap = el("div", "input-elements");
+      wrap.title = "each element's gradient \u00d7 input: its first-order part of the explained score";
+      wrap.append(head, bars, legend);
+      panel.append(wrap);
     }
 
     fmtBar(v) {
@@ -604,9 +712,21 @@
       return this.names[a] ?? `action ${a}`;
     }
 
+    // Whether step t's frames (every pane's) are inflated; asks for those that are not.
+    ready(t) {
+      let all = this.store.frame(t) !== null;
+      for (const k of this.keyMaps) all = k.store.frame(t) !== null && all;
+      return all;
+    }
+
+    prefetch(t) {
+      this.store.prefetch(t);
+      for (const k of this.keyMaps) k.store.prefetch(t);
+    }
+
     draw(t) {
+      if (!this.ready(t)) return false; // a chunk is being inflated: drawn when it arrives
       const frame = this.store.frame(t);
-      if (!frame) return false; // its chunk is being inflated: drawn when it arrives
       const full = this.scales[state.norm][t];
       const off = t * this.h * this.w;
       const down = state.overlay && state.signed && this.camDown;
@@ -618,7 +738,16 @@
       this.canvas.dataset.step = String(t);
       this.fullLabel.textContent = `${fmt(full)} = full colour`;
       if (this.actionCams) this.drawTiles(t, frame);
+      for (const k of this.keyMaps) this.drawKey(k, t, full);
       return true;
+    }
+
+    // Another image key's pane: its frame with its map, on the main map's scale ``full``.
+    drawKey(k, t, full) {
+      if (state.overlay) this.place(k.cam, t * k.per, k.ys, k.xs, full, k.heat);
+      this.compose(k.store.frame(t), this.scale, state.overlay ? k.heat : null, k.image, null, k.store);
+      k.ctx.putImageData(k.image, 0, 0);
+      k.canvas.dataset.step = String(t);
     }
 
     drawObjects(t) {
@@ -729,6 +858,22 @@
           row.num.textContent = Number.isFinite(v) ? `${(100 * v).toFixed(1)}%` : "\u2013";
         }
       }
+      for (const { share, values } of this.paneShares || []) {
+        share.textContent = Number.isFinite(values[t]) ? `${(100 * values[t]).toFixed(1)}% of the score` : "";
+      }
+      if (this.elementRows) {
+        let peak = 0;
+        for (const row of this.elementRows) peak = Math.max(peak, Math.abs(row.values[t * row.dim + row.i]) || 0);
+        for (const row of this.elementRows) {
+          const v = row.values[t * row.dim + row.i];
+          const reach = peak > 0 && Number.isFinite(v) ? (50 * Math.abs(v)) / peak : 0;
+          row.fill.style.left = `${v < 0 ? 50 - reach : 50}%`;
+          row.fill.style.width = `${reach}%`;
+          row.fill.className = `fill ${v < 0 ? "down" : "up"}`;
+          row.num.textContent = fmtSigned(v);
+        }
+        this.elementPeak.textContent = `\u00b1${fmt(peak)}`;
+      }
       if (this.shareRows) {
         const nC = this.shareRows.length;
         for (let c = 0; c < nC; c++) {
@@ -754,6 +899,12 @@
       }
       return hi > lo ? 0.08 + (0.92 * (v - lo)) / (hi - lo) : 1;
     }
+  }
+
+  // A raw value with its sign, in fmt's digits (attributions are often far below 1e-3).
+  function fmtSigned(v) {
+    if (!Number.isFinite(v)) return "\u2013";
+    return `${v < 0 ? "\u2212" : "+"}${fmt(Math.abs(v), 3)}`;
   }
 
   function signed(v) {
@@ -805,7 +956,10 @@
       el("p", "", "Frames were rebuilt by replaying the trace's actions from its seed, checked step by step against its rewards, lives, game ends and object positions."),
     );
     const key = runs[0].space.image_key;
-    if (key) notes.append(el("p", "", `Dict observations: each frame is the observation's "${key}" key, the image the map is on, as the video shows it; the env's render would not be the agent's view.`));
+    if (key && runs[0].keyMaps.length) {
+      const others = runs[0].keyMaps.map((k) => `"${k.key}"`).join(", ");
+      notes.append(el("p", "", `Dict observations: the frames are the observation's image keys as the agent saw them; the layer is on "${key}", and ${others} ${runs[0].keyMaps.length > 1 ? "are" : "is"} mapped for the same score at ${runs[0].keyMaps.length > 1 ? "their" : "its"} own layer, on the same colour scale.`));
+    } else if (key) notes.append(el("p", "", `Dict observations: each frame is the observation's "${key}" key, the image the map is on, as the video shows it; the env's render would not be the agent's view.`));
     for (const r of runs) for (const n of r.spec.notes) notes.append(el("p", "", `${r.spec.label}: ${n}`));
     const table = el("table");
     const keys = new Set();
@@ -1247,7 +1401,7 @@
       all = r.draw(state.step) && all;
       const b = performance.now();
       r.panel(state.step);
-      r.store.prefetch(state.step);
+      r.prefetch(state.step);
       phases.frames += b - a;
       phases.panels += performance.now() - b;
     }
@@ -1429,7 +1583,7 @@
   for (const s of stores) {
     s.prefetch(state.step);
     s.listeners.push(() => {
-      for (const r of runs) if (r.canvas.dataset.step !== String(state.step) && r.store.frame(state.step)) render();
+      for (const r of runs) if (r.canvas.dataset.step !== String(state.step) && r.ready(state.step)) render();
     });
     s.loadAll();
   }
