@@ -197,6 +197,7 @@ def record(cfg: RecordConfig, on_step: Callable[[int, int | None], None] | None 
         if cfg.all_actions:  # before any output is opened
             explainer.check_tiles()
         total = cfg.steps if cfg.steps is not None else (None if cfg.episodes else DEFAULT_STEPS)
+        blind = unseen_inputs(explainer)
         meta = dict(
             rlcam_version=rlcam.__version__,
             env=str(env),
@@ -226,6 +227,7 @@ def record(cfg: RecordConfig, on_step: Callable[[int, int | None], None] | None 
             save_obs=cfg.save_obs,
             all_actions=cfg.all_actions,
             objects=object_names(env_info.env_id),
+            unseen_input=[dataclasses.asdict(u) for u in blind],
             **device_meta(device),
         )
         with (
@@ -244,7 +246,7 @@ def record(cfg: RecordConfig, on_step: Callable[[int, int | None], None] | None 
                 interrupted=interrupted,
                 env_failure=env_failure,
                 zero_map_share=zero_share,
-                warnings=[warning] if warning else [],
+                warnings=[u.sentence() for u in blind] + ([warning] if warning else []),
             )
             trace.close(extra_meta=run_meta)
             meta.update(run_meta)
@@ -263,6 +265,19 @@ def record(cfg: RecordConfig, on_step: Callable[[int, int | None], None] | None 
         meta=meta,
         warnings=meta["warnings"],
     )
+
+
+def unseen_inputs(explainer) -> list:
+    """``rlcam.coverage.Unseen`` for each mapped image (the layer's, and a Dict's other image keys) with
+    pixels the network never reads."""
+    from rlcam.coverage import unseen
+    from rlcam.explainer import key_layers
+
+    layers = [explainer.layer_name]
+    if explainer.image_key is not None:
+        others = key_layers(explainer.agent, explainer.target)
+        layers += [layer for key, layer in others.items() if key != explainer.image_key]
+    return [u for u in (unseen(explainer.policy, layer) for layer in layers) if u is not None]
 
 
 def zero_maps_warning(zero_share: float | None, explainer) -> str | None:

@@ -1,0 +1,115 @@
+"""Which input pixels the network can see at all.
+
+A stack of strided convolutions need not cover its input: NatureCNN (8x8 stride 4, then 4x4
+stride 2, then 3x3) on a 48x48 image makes 11 rows of the first layer's cells, of which the
+second layer reads only 10, so input rows and columns 44-47 reach nothing; on 64x64 rows and
+columns 60-63 are lost the same way, on 84x84 none. Whatever lies there cannot change the
+action, a dot at the edge is half invisible, and a map spread over the whole input (the
+bilinear placement) paints cells over pixels they never read.
+
+``unseen(policy, layer)`` finds such pixels for the extractor that holds ``layer``: those where
+the gradient of a random projection of the extractor's output is zero for every one of a few
+random inputs, then confirmed by redrawing them at random and getting the same output to the
+bit. A pixel is reported only when the output does not depend on it, for any input we tried.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from gymnasium import spaces
+
+PROBES = 4  # random inputs tried
+
+
+@dataclass(frozen=True)
+class Unseen:
+    """The input pixels an image extractor never reads: whole rows and columns, or scattered ones."""
+
+    key: str | None  # the Dict observation's image key; None for an image-only agent
+    height: int
+    width: int
+    rows: tuple[int, ...]  # rows none of whose pixels is read
+    cols: tuple[int, ...]
+    pixels: int  # every unread pixel, those rows' and columns' included
+
+    def sentence(self) -> str:
+        where = f"of image key {self.key!r}" if self.key else "of the image"
+        parts = [_span(self.rows, "row") if self.rows else "", _span(self.cols, "column") if self.cols else ""]
+        named = " and ".join(p for p in parts if p)
+        covered = len(self.rows) * self.width + len(self.cols) * self.height - len(self.rows) * len(self.cols)
+        if not named:
+            named = f"{self.pixels} pixels"
+        elif self.pixels > covered:
+            named += f" (and {self.pixels - covered} more pixels)"
+        return (
+            f"input {named} {where} ({self.height}x{self.width}) never reach the network (its convolutions "
+            "stop short of them): nothing there can change the action or the map."
+        )
+
+
+def _span(indices: tuple[int, ...], noun: str) -> str:
+    if len(indices) == 1:
+        return f"{noun} {indices[0]}"
+    if indices == tuple(range(indices[0], indices[-1] + 1)):
+        return f"{noun}s {indices[0]}-{indices[-1]}"
+    return f"{noun}s " + ", ".join(map(str, indices))
+
+
+def extractor_of(policy: torch.nn.Module, layer: str) -> tuple[torch.nn.Module, str | None] | None:
+    """The features extractor holding ``layer`` (for a Dict observation, that key's own), and the key."""
+    from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+
+    found, key, module = None, None, policy
+    parts = layer.split(".")
+    for i, part in enumerate(parts):
+        module = getattr(module, part, None) if not part.isdigit() else module[int(part)]
+        if module is None:
+            return None
+        if isinstance(module, BaseFeaturesExtractor):
+            found = module
+            key = parts[i] if i > 0 and parts[i - 1] == "extractors" else None
+    return None if found is None else (found, key)
+
+
+def unseen(policy: torch.nn.Module, layer: str, seed: int = 0) -> Unseen | None:
+    """The pixels of the image that ``layer``'s extractor never reads, or None (all read, or not known)."""
+    held = extractor_of(policy, layer)
+    if held is None:
+        return None
+    extractor, key = held
+    space = policy.observation_space
+    if isinstance(space, spaces.Dict):
+        if key is None:
+            return None
+        space = space.spaces[key]
+    if not isinstance(space, spaces.Box) or len(space.shape) != 3:
+        return None
+    generator = torch.Generator().manual_seed(seed)
+    device = next(extractor.parameters(), torch.empty(0)).device
+    x = torch.rand((PROBES, *space.shape), generator=generator).to(device).requires_grad_()
+    was_training = extractor.training
+    extractor.eval()
+    try:
+        with torch.enable_grad():
+            out = extractor(x)
+            projection = torch.randn(out.shape, generator=generator).to(device)
+            (grad,) = torch.autograd.grad((out * projection).sum(), x)
+        blind = (grad.abs().sum(dim=(0, 1)) == 0).cpu()  # (H, W): no probe's output moved with it
+        if not blind.any():
+            return None
+        redrawn = x.detach().clone()
+        noise = torch.rand(redrawn.shape, generator=generator).to(device)
+        redrawn[..., blind.to(device)] = noise[..., blind.to(device)]
+        with torch.no_grad():
+            if not torch.equal(extractor(redrawn), out.detach()):
+                return None  # a zero gradient there, but the output moves: not a pixel it cannot see
+    except Exception:  # an extractor that cannot take a random float image of its space's shape
+        return None
+    finally:
+        extractor.train(was_training)
+    height, width = blind.shape
+    rows = tuple(int(r) for r in torch.nonzero(blind.all(dim=1)).flatten())
+    cols = tuple(int(c) for c in torch.nonzero(blind.all(dim=0)).flatten())
+    return Unseen(key, height, width, rows, cols, int(blind.sum()))
