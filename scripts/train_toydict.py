@@ -30,8 +30,9 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 
 from rlcam.api import as_agent
+from rlcam.coverage import unseen
 from rlcam.explainer import Explainer, key_layers
-from rlcam.toydict import IDS, SIZE, SQUARE, SteerDict, centre
+from rlcam.toydict import DOT, IDS, SIZE, SQUARE, SteerDict, centre
 
 TARGETS = ("mean:0", "mean:1")
 
@@ -78,13 +79,16 @@ def solved(actions: np.ndarray, goals: np.ndarray) -> np.ndarray:
 def pointing(model, method: str, target: str, key: str, obs, dots, squares, ok=None) -> dict:
     """Where the map on image ``key`` peaks, against that image's dot and square.
 
-    With ``ok`` (the frames the agent solves, ``solved``), also split by it: where the agent acts on
+    Split by whether the whole dot lies in pixels the network reads (``rlcam.coverage``), and, with
+    ``ok`` (the frames the agent solves, ``solved``), by that: where the agent acts on
     the dot, the dot decides and the map should find it; where it misses, what did decide is the
     question the map answers (``square_8px_missed``: its peak on the distractor square).
     """
     layer = key_layers(as_agent(model), target)[key]
     with Explainer(as_agent(model), target=target, method=method, layer=layer) as explainer:
         maps = np.concatenate([explainer.explain(_rows(obs, i, i + 50)).cam_input for i in range(0, _n(obs), 50)])
+    blind = unseen(model.policy, layer)  # NatureCNN on 48 px never reads rows and columns 44-47
+    seen = np.ones(len(maps), bool) if blind is None else ~np.array([_touches(d, blind) for d in dots[key]])
     at = peaks(maps)
     to_dot = np.linalg.norm(at - dots[key], axis=1)
     to_square = np.linalg.norm(at - squares[key], axis=1)
@@ -95,6 +99,11 @@ def pointing(model, method: str, target: str, key: str, obs, dots, squares, ok=N
         "zero_maps": float((maps.reshape(len(maps), -1).max(axis=1) <= 0).mean()),
         "mass": float(maps.sum(axis=(1, 2)).mean()),  # mean total map: how much there is to see on this key
     }
+    result.update(
+        dot_seen_frames=int(seen.sum()),  # the whole dot in pixels the network reads
+        dot_4px_seen=float((to_dot[seen] <= 4).mean()) if seen.any() else None,
+        dot_4px_partly_unseen=float((to_dot[~seen] <= 4).mean()) if (~seen).any() else None,
+    )
     if ok is not None:
         result.update(
             solved_frames=int(ok.sum()),
@@ -104,6 +113,14 @@ def pointing(model, method: str, target: str, key: str, obs, dots, squares, ok=N
             square_8px_missed=float((to_square[~ok] <= 8).mean()) if (~ok).any() else None,
         )
     return result
+
+
+def _touches(dot_centre, blind) -> bool:
+    """Whether the 4-px dot centred at ``dot_centre`` (y, x) has a pixel the network never reads."""
+    half = (DOT - 1) / 2
+    ys = range(int(dot_centre[0] - half), int(dot_centre[0] + half) + 1)
+    xs = range(int(dot_centre[1] - half), int(dot_centre[1] + half) + 1)
+    return bool(set(ys) & set(blind.rows) or set(xs) & set(blind.cols))
 
 
 def shares(model, target: str, obs) -> np.ndarray:
