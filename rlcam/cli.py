@@ -612,7 +612,7 @@ def cmd_sanity(args) -> int:
 
 def cmd_info(args) -> int:
     from rlcam.agents import load_agent
-    from rlcam.coverage import unseen
+    from rlcam.coverage import sentences, unseen
     from rlcam.envs import describe_observations
     from rlcam.explainer import conv_layers, default_layer, key_layers
     from rlcam.families import family_for
@@ -639,8 +639,8 @@ def cmd_info(args) -> int:
         print(f"layer        {default_layer(agent)} (default)")
         print("candidates   " + "\n             ".join(layers))
         mapped = list(key_layers(agent).values()) or [default_layer(agent)]
-        for blind in (u for u in (unseen(model.policy, layer) for layer in mapped) if u is not None):
-            print(f"unseen       {blind.sentence()}")
+        for sentence in sentences([u for u in (unseen(model.policy, layer) for layer in mapped) if u is not None]):
+            print(f"unseen       {sentence}")
         others: dict[str, list[str]] = {}  # targets whose maps come from another extractor (a critic's)
         for target in family.all_targets():
             if family.extractor_paths(target) != family.extractor_paths(default):

@@ -34,8 +34,11 @@ class Unseen:
     cols: tuple[int, ...]
     pixels: int  # every unread pixel, those rows' and columns' included
 
-    def sentence(self) -> str:
-        where = f"of image key {self.key!r}" if self.key else "of the image"
+    def sentence(self, keys: list[str] | None = None) -> str:
+        """One sentence; ``keys``: every image key this same border is lost on (default: this one's)."""
+        keys = keys or ([self.key] if self.key else [])
+        named_keys = " and ".join(repr(k) for k in keys)
+        where = f"of image key{'s' if len(keys) > 1 else ''} {named_keys}" if keys else "of the image"
         parts = [_span(self.rows, "row") if self.rows else "", _span(self.cols, "column") if self.cols else ""]
         named = " and ".join(p for p in parts if p)
         covered = len(self.rows) * self.width + len(self.cols) * self.height - len(self.rows) * len(self.cols)
@@ -47,6 +50,14 @@ class Unseen:
             f"input {named} {where} ({self.height}x{self.width}) never reach the network (its convolutions "
             "stop short of them): nothing there can change the action or the map."
         )
+
+
+def sentences(found: list[Unseen]) -> list[str]:
+    """A sentence per distinct border, naming every image key that loses it."""
+    groups: dict[tuple, list[Unseen]] = {}
+    for u in found:
+        groups.setdefault((u.height, u.width, u.rows, u.cols, u.pixels), []).append(u)
+    return [same[0].sentence([u.key for u in same if u.key]) for same in groups.values()]
 
 
 def _span(indices: tuple[int, ...], noun: str) -> str:

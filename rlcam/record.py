@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 import rlcam
+from rlcam import coverage
 from rlcam.agents import load_agent
 from rlcam.device import device_meta, resolve_device
 from rlcam.envs import action_names, check_compatible, frames, make_env
@@ -246,7 +247,7 @@ def record(cfg: RecordConfig, on_step: Callable[[int, int | None], None] | None 
                 interrupted=interrupted,
                 env_failure=env_failure,
                 zero_map_share=zero_share,
-                warnings=[u.sentence() for u in blind] + ([warning] if warning else []),
+                warnings=coverage.sentences(blind) + ([warning] if warning else []),
             )
             trace.close(extra_meta=run_meta)
             meta.update(run_meta)
@@ -270,14 +271,13 @@ def record(cfg: RecordConfig, on_step: Callable[[int, int | None], None] | None 
 def unseen_inputs(explainer) -> list:
     """``rlcam.coverage.Unseen`` for each mapped image (the layer's, and a Dict's other image keys) with
     pixels the network never reads."""
-    from rlcam.coverage import unseen
     from rlcam.explainer import key_layers
 
     layers = [explainer.layer_name]
     if explainer.image_key is not None:
         others = key_layers(explainer.agent, explainer.target)
         layers += [layer for key, layer in others.items() if key != explainer.image_key]
-    return [u for u in (unseen(explainer.policy, layer) for layer in layers) if u is not None]
+    return [u for u in (coverage.unseen(explainer.policy, layer) for layer in layers) if u is not None]
 
 
 def zero_maps_warning(zero_share: float | None, explainer) -> str | None:

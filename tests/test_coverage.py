@@ -15,7 +15,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
 from rlcam.agents import load_agent
 from rlcam.cli import main
-from rlcam.coverage import Unseen, extractor_of, unseen
+from rlcam.coverage import Unseen, extractor_of, sentences, unseen
 from rlcam.explainer import default_layer
 
 
@@ -93,6 +93,8 @@ def test_a_dict_agent_names_its_image_key():
     found = {key: unseen(model.policy, layer) for key, layer in key_layers(agent).items()}
     assert {key: (u.key, u.rows) for key, u in found.items()} == {k: (k, (44, 45, 46, 47)) for k in ("left", "right")}
     assert "of image key 'left' (48x48)" in found["left"].sentence()
+    (both,) = sentences(list(found.values()))  # one border, named once for both keys
+    assert both.startswith("input rows 44-47 and columns 44-47 of image keys 'left' and 'right' (48x48) never")
 
 
 def test_padded_convs_read_every_pixel():
