@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from evaluate_agent import evaluate  # noqa: E402
 from ship_agent import slim_copy  # noqa: E402
 
+from rlcam.coverage import unseen  # noqa: E402
 from rlcam.envs import make_env  # noqa: E402
 from rlcam.zoo import agent_and_env  # noqa: E402
 
@@ -37,8 +38,16 @@ ENV = "CarRacing-v3"
 PARAMS = ("config.yml", "args.yml", "vecnormalize.pkl")
 
 
-def card(dst: Path, src: Path, sampled: dict, argmax: dict, steps: int, hours: float) -> str:
+def card(dst: Path, src: Path, sampled: dict, argmax: dict, steps: int, hours: float, model) -> str:
     size = sum(p.stat().st_size for p in dst.rglob("*") if p.is_file())
+    blind = unseen(model.policy, "features_extractor.cnn.5")
+    seen = (
+        "NatureCNN reads every pixel of its 64x64 input."
+        if blind is None
+        else f"Not every pixel reaches the network: {blind.sentence()} On this 64x64 view that is the lower "
+        "half of the dashboard strip (the speed, ABS and steering bars are only partly visible to it) and "
+        "the right edge of the track view."
+    )
 
     def line(r):
         return f"{r['mean']:.1f} +- {r['std']:.1f} (per episode: {', '.join(f'{s:.0f}' for s in r['scores'])})"
@@ -63,6 +72,8 @@ Reproduce the scores:
 
     python scripts/evaluate_agent.py {dst} --games 10 --seed 100 --deterministic
     python scripts/evaluate_agent.py {dst} --games 10 --seed 100
+
+{seen}
 
 Versions: Python {platform.python_version()}, torch {torch.__version__}; scored on this project's
 machine. Training progress (steps, steps/s, training score): `{dst.name}.progress.jsonl`.
@@ -104,7 +115,9 @@ def main() -> None:
     args.dst.with_name(args.dst.name + ".eval.json").write_text(
         json.dumps(dict(argmax=argmax, sampled=sampled), indent=1)
     )
-    args.dst.with_name(args.dst.name + ".md").write_text(card(args.dst, args.checkpoint, sampled, argmax, steps, hours))
+    args.dst.with_name(args.dst.name + ".md").write_text(
+        card(args.dst, args.checkpoint, sampled, argmax, steps, hours, model)
+    )
     print(f"argmax {argmax['mean']:.1f} +- {argmax['std']:.1f}, sampled {sampled['mean']:.1f} +- {sampled['std']:.1f}")
 
 
