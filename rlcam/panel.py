@@ -86,6 +86,7 @@ class PanelInfo:
     # after another) and the keys' names for the strip's title.
     elements: np.ndarray | None = None
     element_names: tuple[str, ...] | None = None
+    element_labels: tuple[str, ...] | None = None  # one per element, ``key[i]``: written under its bar where it fits
 
     def chosen_rows(self) -> tuple[int, ...]:
         return (self.action,) if self.chosen is None else tuple(self.chosen)
@@ -142,6 +143,14 @@ def _text(img: Image.Image, xy: tuple[float, float], text: str, font, fill, anch
         if mask is not None:
             draw.bitmap((round(x) + dx, top), mask, fill=fill)
         x += advance
+
+
+def _element_label(draw: ImageDraw.ImageDraw, label: str, font, width: float) -> str:
+    """``key[i]`` if it fits in ``width``, else ``i``, else nothing."""
+    for text in (label, label[label.rfind("[") + 1 : -1] if label.endswith("]") else ""):
+        if text and draw.textlength(text, font=font) <= width - 2:
+            return text
+    return ""
 
 
 def _fit(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.FreeTypeFont, max_width: float) -> str:
@@ -230,6 +239,7 @@ def _panel_base(
     share_names: tuple[str, ...] | None = None,
     n_elements: int = 0,
     element_names: tuple[str, ...] | None = None,
+    element_labels: tuple[str, ...] | None = None,
 ) -> tuple[Image.Image, _Layout]:
     """Draw the parts of the panel that stay fixed for a run, and lay out the rest.
 
@@ -318,7 +328,8 @@ def _panel_base(
     y_element_mid = element_half_h = y_element_title = 0.0
     if n_elements:
         element_half_h = max(3.0, round(14 * k))
-        y_element_title = section_top - pad * 1.2 - f_label.size * 1.4 - 2 * element_half_h
+        labels_h = f_label.size * 1.3 if element_labels else 0.0
+        y_element_title = section_top - pad * 1.2 - f_label.size * 1.4 - 2 * element_half_h - labels_h
         title = f"{', '.join(element_names or ())}: gradient x input per element"
         width_title = inner - draw.textlength(" +-0.000e+00", font=f_label)
         draw.text((pad, y_element_title), _fit(draw, title, f_label, width_title), font=f_label, fill=_DIM)
@@ -327,6 +338,12 @@ def _panel_base(
         cell_w = (inner - gap * (n_elements - 1)) / n_elements
         element_cells = tuple((pad + i * (cell_w + gap), pad + i * (cell_w + gap) + cell_w) for i in range(n_elements))
         draw.line([(pad, round(y_element_mid)), (width - pad, round(y_element_mid))], fill=_BAR_BG, width=1)
+        y_labels = y_element_mid + element_half_h + f_label.size * 0.2
+        for (x0, x1), label in zip(element_cells, element_labels or (), strict=False):
+            shown = _element_label(draw, label, f_label, x1 - x0)
+            if shown:
+                x_mid = (x0 + x1) / 2 - draw.textlength(shown, font=f_label) / 2
+                draw.text((x_mid, y_labels), shown, font=f_label, fill=_DIM)
         rule(y_element_title - pad * 0.6)
         section_top = y_element_title
 
@@ -400,6 +417,9 @@ def _panel_image(info: PanelInfo, height: int, width: int) -> Image.Image:
     share_names = tuple(info.share_names) if info.share_names else None
     elements = np.zeros(0) if info.elements is None else np.asarray(info.elements, dtype=np.float64).reshape(-1)
     element_names = tuple(info.element_names) if info.element_names else None
+    element_labels = tuple(info.element_labels) if info.element_labels else None
+    if element_labels is not None and len(element_labels) != len(elements):
+        raise ValueError(f"{len(element_labels)} element labels for {len(elements)} elements")
     base, lay = _panel_base(
         height,
         width,
@@ -411,6 +431,7 @@ def _panel_image(info: PanelInfo, height: int, width: int) -> Image.Image:
         share_names,
         len(elements),
         element_names,
+        element_labels,
     )
     img = base.copy()
     draw = ImageDraw.Draw(img)

@@ -268,6 +268,13 @@ def record(cfg: RecordConfig, on_step: Callable[[int, int | None], None] | None 
     )
 
 
+def _element_labels(explained) -> tuple[str, ...] | None:
+    """``key[i]`` for every vector element the panel's strip shows, in its order."""
+    if not explained.input_attributions:
+        return None
+    return tuple(f"{key}[{j}]" for key, a in explained.input_attributions.items() for j in range(a.shape[-1]))
+
+
 def unseen_inputs(explainer) -> list:
     """``rlcam.coverage.Unseen`` for each mapped image (the layer's, and a Dict's other image keys) with
     pixels the network never reads."""
@@ -458,6 +465,7 @@ class StepWriter:
                 else None,
                 elements=_elements(explained, i),
                 element_names=tuple(explained.input_attributions) if explained.input_attributions else None,
+                element_labels=_element_labels(explained),
             )
             frame = np.array(raw_frames[i])  # a copy: the frame may be drawn on another thread
             heat = self.heat(explained.cam[i], frame.shape[:2], scales[i])

@@ -305,3 +305,38 @@ def test_panel_element_strip_draws_signed_bars_on_the_frames_largest_value():
     assert abs(heights[0] / -heights[1] - 2) < 0.3 and abs(heights[0] / heights[3] - 4) < 0.8
     warm_rows, cool_rows = np.nonzero(warm)[0], np.nonzero(cool)[0]
     assert warm_rows.max() < cool_rows.min()  # + above the zero line, - below it
+
+
+def test_panel_element_labels_go_under_their_bars_or_shrink_to_the_index():
+    from PIL import Image, ImageDraw
+
+    from rlcam.panel import _element_label, _font
+
+    values = np.array([0.4, -0.2, 0.0, 0.1])
+    plain = draw_panel(_info(elements=values, element_names=("cue",)), 630, 454)
+    labelled = draw_panel(
+        _info(elements=values, element_names=("cue",), element_labels=("cue[0]", "cue[1]", "cue[2]", "cue[3]")),
+        630,
+        454,
+    )
+    assert plain.shape == labelled.shape
+    from rlcam.colormap import LUT_DOWN
+    from rlcam.panel import _DIM
+
+    down, dim = np.array([int(c) for c in LUT_DOWN[200]]), np.array(_DIM)
+    edges = np.linspace(14, 454 - 14, 5)  # the 4 cells (pad 14 at 630 px)
+    for panel, shown in ((plain, False), (labelled, True)):
+        below = np.nonzero(np.all(panel == down, axis=2))[0].max()  # the negative bar's bottom
+        text = np.all(panel[below + 1 : below + 24] == dim, axis=2)  # the labels' colour, just under the strip
+        cols = np.nonzero(text.any(axis=0))[0]
+        for i in range(4):  # each cell holds its own label, centred
+            inside = cols[(cols >= edges[i]) & (cols < edges[i + 1])]
+            assert bool(len(inside)) == shown, (i, shown)
+            if shown:
+                assert abs((inside.min() + inside.max()) / 2 - (edges[i] + edges[i + 1]) / 2) < 4
+    draw, font = ImageDraw.Draw(Image.new("RGB", (8, 8))), _font(13)
+    assert _element_label(draw, "direction[3]", font, 400) == "direction[3]"
+    assert _element_label(draw, "direction[3]", font, 14) == "3"  # too narrow for the name: its index
+    assert _element_label(draw, "direction[3]", font, 3) == ""
+    with pytest.raises(ValueError, match="2 element labels for 4 elements"):
+        draw_panel(_info(elements=values, element_names=("cue",), element_labels=("a", "b")), 630, 454)
