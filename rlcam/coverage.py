@@ -73,7 +73,7 @@ def extractor_of(policy: torch.nn.Module, layer: str) -> tuple[torch.nn.Module, 
     from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
     found, key, module = None, None, policy
-    parts = layer.split(".")
+    parts = layer.split("@")[0].split(".")  # ``path@k``: the k-th call of one module, same extractor
     for i, part in enumerate(parts):
         module = getattr(module, part, None) if not part.isdigit() else module[int(part)]
         if module is None:

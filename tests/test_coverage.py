@@ -48,6 +48,7 @@ def test_nature_cnn_loses_the_rows_its_strides_stop_short_of(size, lost):
         assert found is None
         return
     assert (found.rows, found.cols, found.key) == (tuple(lost), tuple(lost), None)
+    assert unseen(model.policy, default_layer(load_agent_of(model)) + "@0") == found  # a call-indexed layer
     assert found.pixels == size * size - (size - 4) ** 2
     # written from the convs' sizes: conv1 8/4, conv2 4/2, conv3 3/1; the last input pixel conv2 reads
     conv1 = (size - 8) // 4 + 1
