@@ -28,6 +28,7 @@ class Unseen:
     """The input pixels an image extractor never reads: whole rows and columns, or scattered ones."""
 
     key: str | None  # the Dict observation's image key; None for an image-only agent
+    extractor: str  # its module path in the policy, e.g. ``features_extractor``
     height: int
     width: int
     rows: tuple[int, ...]  # rows none of whose pixels is read
@@ -46,9 +47,10 @@ class Unseen:
             named = f"{self.pixels} pixels"
         elif self.pixels > covered:
             named += f" (and {self.pixels - covered} more pixels)"
+        network = _network(self) if len(keys) > 1 else self.extractor
         return (
-            f"input {named} {where} ({self.height}x{self.width}) never reach the network (its convolutions "
-            "stop short of them): nothing there can change the action or the map."
+            f"input {named} {where} ({self.height}x{self.width}) never reach {network} (its convolutions "
+            "stop short of them): nothing there can change its output or the map."
         )
 
 
@@ -56,8 +58,13 @@ def sentences(found: list[Unseen]) -> list[str]:
     """A sentence per distinct border, naming every image key that loses it."""
     groups: dict[tuple, list[Unseen]] = {}
     for u in found:
-        groups.setdefault((u.height, u.width, u.rows, u.cols, u.pixels), []).append(u)
+        groups.setdefault((u.height, u.width, u.rows, u.cols, u.pixels, _network(u)), []).append(u)
     return [same[0].sentence([u.key for u in same if u.key]) for same in groups.values()]
+
+
+def _network(u: Unseen) -> str:
+    """The extractor's path without the Dict key's own part: one network for every key's sentence."""
+    return u.extractor.rsplit(f".extractors.{u.key}", 1)[0] if u.key else u.extractor
 
 
 def _span(indices: tuple[int, ...], noun: str) -> str:
@@ -68,20 +75,21 @@ def _span(indices: tuple[int, ...], noun: str) -> str:
     return f"{noun}s " + ", ".join(map(str, indices))
 
 
-def extractor_of(policy: torch.nn.Module, layer: str) -> tuple[torch.nn.Module, str | None] | None:
-    """The features extractor holding ``layer`` (for a Dict observation, that key's own), and the key."""
+def extractor_of(policy: torch.nn.Module, layer: str) -> tuple[torch.nn.Module, str | None, str] | None:
+    """The features extractor holding ``layer`` (for a Dict observation, that key's own), the key and
+    the extractor's module path."""
     from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
-    found, key, module = None, None, policy
+    found, key, path, module = None, None, "", policy
     parts = layer.split("@")[0].split(".")  # ``path@k``: the k-th call of one module, same extractor
     for i, part in enumerate(parts):
         module = getattr(module, part, None) if not part.isdigit() else module[int(part)]
         if module is None:
             return None
         if isinstance(module, BaseFeaturesExtractor):
-            found = module
+            found, path = module, ".".join(parts[: i + 1])
             key = parts[i] if i > 0 and parts[i - 1] == "extractors" else None
-    return None if found is None else (found, key)
+    return None if found is None else (found, key, path)
 
 
 def unseen(policy: torch.nn.Module, layer: str, seed: int = 0) -> Unseen | None:
@@ -89,7 +97,7 @@ def unseen(policy: torch.nn.Module, layer: str, seed: int = 0) -> Unseen | None:
     held = extractor_of(policy, layer)
     if held is None:
         return None
-    extractor, key = held
+    extractor, key, path = held
     space = policy.observation_space
     if isinstance(space, spaces.Dict):
         if key is None:
@@ -123,4 +131,4 @@ def unseen(policy: torch.nn.Module, layer: str, seed: int = 0) -> Unseen | None:
     height, width = blind.shape
     rows = tuple(int(r) for r in torch.nonzero(blind.all(dim=1)).flatten())
     cols = tuple(int(c) for c in torch.nonzero(blind.all(dim=0)).flatten())
-    return Unseen(key, height, width, rows, cols, int(blind.sum()))
+    return Unseen(key, path, height, width, rows, cols, int(blind.sum()))

@@ -95,7 +95,9 @@ def test_a_dict_agent_names_its_image_key():
     assert {key: (u.key, u.rows) for key, u in found.items()} == {k: (k, (44, 45, 46, 47)) for k in ("left", "right")}
     assert "of image key 'left' (48x48)" in found["left"].sentence()
     (both,) = sentences(list(found.values()))  # one border, named once for both keys
-    assert both.startswith("input rows 44-47 and columns 44-47 of image keys 'left' and 'right' (48x48) never")
+    assert both.startswith(
+        "input rows 44-47 and columns 44-47 of image keys 'left' and 'right' (48x48) never reach features_extractor ("
+    )
 
 
 def test_padded_convs_read_every_pixel():
@@ -133,12 +135,12 @@ def test_a_zero_gradient_the_output_still_follows_is_not_reported():
 
 def test_sentences_name_spans_and_scattered_pixels():
     assert (
-        Unseen(None, 48, 48, (44, 45, 46, 47), (47,), 4 * 48 + 48 - 4)
+        Unseen(None, "net", 48, 48, (44, 45, 46, 47), (47,), 4 * 48 + 48 - 4)
         .sentence()
-        .startswith("input rows 44-47 and column 47 of the image (48x48) never reach the network")
+        .startswith("input rows 44-47 and column 47 of the image (48x48) never reach net (its convolutions")
     )
-    assert "input 3 pixels of the image" in Unseen(None, 8, 8, (), (), 3).sentence()
-    assert "(and 2 more pixels)" in Unseen(None, 8, 8, (7,), (), 10).sentence()
+    assert "input 3 pixels of the image" in Unseen(None, "net", 8, 8, (), (), 3).sentence()
+    assert "(and 2 more pixels)" in Unseen(None, "net", 8, 8, (7,), (), 10).sentence()
 
 
 def test_info_and_record_say_it(tmp_path, capsys):
@@ -149,7 +151,10 @@ def test_info_and_record_say_it(tmp_path, capsys):
         model = PPO("MultiInputPolicy", "rlcam.toydict:SteerDictImage-v0", n_steps=16, seed=0, device="cpu")
     path = tmp_path / "agent.zip"
     model.save(path)
-    said = "input rows 44-47 and columns 44-47 of image key 'image' (48x48) never reach the network"
+    said = (
+        "input rows 44-47 and columns 44-47 of image key 'image' (48x48) never reach "
+        "features_extractor.extractors.image (its convolutions stop short of them): nothing there can change its output"
+    )
     assert main(["info", "--agent", str(path)]) == 0
     assert f"unseen       {said}" in capsys.readouterr().out
     out = tmp_path / "run.mp4"
@@ -159,6 +164,14 @@ def test_info_and_record_say_it(tmp_path, capsys):
     assert f"rlcam: warning: {said}" in capsys.readouterr().err
     meta = load_trace(out.with_suffix(".npz")).meta
     assert meta["unseen_input"] == [
-        {"key": "image", "height": 48, "width": 48, "rows": [44, 45, 46, 47], "cols": [44, 45, 46, 47], "pixels": 368}
+        {
+            "key": "image",
+            "extractor": "features_extractor.extractors.image",
+            "height": 48,
+            "width": 48,
+            "rows": [44, 45, 46, 47],
+            "cols": [44, 45, 46, 47],
+            "pixels": 368,
+        }
     ]
     assert said in meta["warnings"][0]
