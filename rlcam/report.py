@@ -186,9 +186,12 @@ def replay_frames(
 
     env_id = meta["env_id"]
     stack = meta.get("frame_stack")
-    # "module:EnvId-v0" names the module that registers the id (meta's env_id lacks it).
-    name = meta.get("env") if ":" in str(meta.get("env", "")) and not meta.get("zoo_run") else env_id
-    venv, _ = make_env(name, n_envs=1, seed=int(meta["seed"]) + env_index, frame_stack=stack or None)
+    seed = int(meta["seed"]) + env_index
+    if meta.get("zoo_run"):  # an rl-zoo run's env: its wrappers, stack and statistics, as record built it
+        venv = _zoo_venv(meta, seed, source)
+    else:  # "module:EnvId-v0" names the module that registers the id (meta's env_id lacks it)
+        name = meta.get("env") if ":" in str(meta.get("env", "")) else env_id
+        venv, _ = make_env(name, n_envs=1, seed=seed, frame_stack=stack or None)
     space = space_info(venv.action_space, venv.observation_space, str(meta.get("layer", "")))
     image_key = space.get("image_key")
     others = [k for k in space.get("input_names", []) if k != image_key and f"key_cam_{k}" in arrays]
@@ -234,6 +237,22 @@ def replay_frames(
     finally:
         venv.close()
     return np.stack(out), {k: np.stack(v) for k, v in key_out.items()}, space
+
+
+def _zoo_venv(meta: dict, seed: int, source: Path):
+    """The env of the rl-zoo run folder ``meta['zoo_run']`` that the trace was recorded in."""
+    from rlcam.envs import make_env
+    from rlcam.zoo import find_run
+
+    folder = Path(meta["zoo_run"])
+    run = find_run(folder, None) if folder.is_dir() else None
+    if run is None:
+        raise RlcamError(
+            f"trace {source} was recorded in the env of the rl-zoo run folder {folder}, which is not there any "
+            "more; its frames cannot be rebuilt without the run's config."
+        )
+    venv, _ = make_env(run.recipe, n_envs=1, seed=seed)
+    return venv
 
 
 # -- what the page plots -------------------------------------------------------------------------------
