@@ -311,6 +311,13 @@ def test_a_run_with_carracing_style_wrappers_and_reward_normalisation(tmp_path, 
     reference = VecTransposeImage(VecFrameStack(loaded, n_stack=2))
     np.testing.assert_array_equal(trace["obs"], replay(reference, trace["action"]))
     assert trace.meta["frame_stack"] == 2
+    # the page replays the run in the run's env (its wrappers, stack, statistics), checked step by step
+    assert main(["report", str(trace_path), "--out", str(tmp_path / "zoo.html")]) == 0, capsys.readouterr().err
+    run_folder = run.rename(run.with_name(run.name + "_moved"))
+    assert main(["report", str(trace_path), "--out", str(tmp_path / "gone.html")]) == 2
+    err = capsys.readouterr().err
+    assert "was recorded in the env of the rl-zoo run folder" in err and str(run) in err, err
+    assert not (tmp_path / "gone.html").exists() and run_folder.is_dir()
 
 
 def test_a_run_with_observation_normalisation_records_the_normalised_observations(tmp_path, capsys):
