@@ -14,11 +14,13 @@ checkpoints, or one agent under two methods or targets. Two modes:
 
 Outputs (from ``out``, e.g. ``cmp.mp4``): the side-by-side video, one trace per side
 (``cmp.a.npz``, ``cmp.b.npz``; the second side's also holds the per-step comparison), and with
-``report`` the page ``cmp.html``.
+``report`` the page ``cmp.html``, where a Dict agent's every mapped image key is shown beside its
+layer's key, as ``rlcam report`` shows one run.
 
     obs (1, C, H, W) -> side a: explain -> act (replay: a's action steps the env)
                      -> side b: explain (replay: the same obs; own: its own env's)
                      -> frames: compose(a) | compose(b) -> video; rows -> traces
+                     -> views {image key (None: the env's frame): (T, H, W, 3)} per game -> page
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from rlcam.agents import load_agent
 from rlcam.check import _spans, rank_correlation, top_iou
 from rlcam.envs import action_names, check_compatible, frames, make_env
 from rlcam.errors import RlcamError
-from rlcam.explainer import Explainer
+from rlcam.explainer import Explainer, key_layers
 from rlcam.norm import NORMS
 from rlcam.objects import positions
 from rlcam.record import StepWriter, _stop_on_signals, auto_scale, observation_frames
@@ -275,6 +277,7 @@ def compare(cfg: CompareConfig, on_step: Callable[[int, int | None], None] | Non
                 deterministic=cfg.deterministic,
                 seed=cfg.seed,
                 action_names=names,
+                extras=True,  # as rlcam record: Dict shares and other image keys' maps, memory vs pixels, Q(s, a)
             )
             for agent, side in zip(agents, cfg.sides, strict=True)
         ]
@@ -357,20 +360,29 @@ class _Loop:
         ]
         self.steps = self.games = 0
         self.action_space = explainers[0].policy.action_space
-        self.image_key = explainers[0].image_key
+        keys = []  # Dict observations: every image key either side maps (its layer's, and the others')
+        for ex in explainers:
+            if ex.image_key is not None:
+                keys += [ex.image_key, *key_layers(ex.agent, ex.target)]
+        self.image_keys = list(dict.fromkeys(keys))
 
-    def frames(self, venv, obs) -> list[np.ndarray]:
-        """What the video shows: the env's frame, or a Dict observation's image key (as ``rlcam record``)."""
-        return frames(venv) if self.image_key is None else observation_frames(obs[self.image_key])
+    def views(self, venv, obs) -> dict[str | None, np.ndarray]:
+        """What a step shows ``(H, W, 3)``: the env's frame (key ``None``), or each image key of a
+        Dict observation as the agent sees it (as ``rlcam record``)."""
+        if not self.image_keys:
+            return {None: frames(venv)[0]}
+        return {key: observation_frames(obs[key])[0] for key in self.image_keys}
 
-    def run(self, video, stop, on_step) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
-        """Returns the frames shown (side a's, and side b's in own mode) and the per-step comparison."""
+    def run(self, video, stop, on_step) -> tuple[list[dict], dict[str, np.ndarray]]:
+        """Returns what each game showed (side a's, and side b's in own mode), ``{key: (T, H, W, 3)}``
+        as ``views`` names them, and the per-step comparison."""
         cfg = self.cfg
         obs = [venv.reset() for venv in self.venvs]
-        raw = [self.frames(venv, o) for venv, o in zip(self.venvs, obs, strict=True)]
+        views = [self.views(venv, o) for venv, o in zip(self.venvs, obs, strict=True)]
+        mapped = [ex.image_key for ex in self.explainers]  # the frame each side's map is drawn on
         for w in self.writers:
-            w.scale = cfg.scale or auto_scale(raw[0][0].shape[0])
-        shown: list[list[np.ndarray]] = [[] for _ in self.venvs]
+            w.scale = cfg.scale or auto_scale(views[0][mapped[0]].shape[0])
+        shown: list[dict[str | None, list[np.ndarray]]] = [{} for _ in self.venvs]
         rows: dict[str, list[float]] = {"agree": [], "correlation": [], "top_overlap": []}
         own = cfg.mode == "own"
         starts = [np.ones(1, dtype=bool) for _ in self.venvs]  # a recurrent policy's memory starts fresh
@@ -393,20 +405,23 @@ class _Loop:
             for i, writer in enumerate(self.writers):
                 env = i if own else 0
                 objects, _, rewards, dones, infos = outcomes[env]
-                game_over = writer.write(seen[i], raw[env], explained[i], rewards, dones, infos, objects)
+                raw = [views[env][mapped[i]]]
+                game_over = writer.write(seen[i], raw, explained[i], rewards, dones, infos, objects)
                 self.games += int(game_over.sum()) if i == 0 else 0
-            for i, frame in enumerate(raw):
-                shown[i].append(np.array(frame[0]))
+            for game, view in zip(shown, views, strict=True):
+                for key, frame in view.items():
+                    game.setdefault(key, []).append(np.array(frame))
             for key, value in zip(rows, (agree, corr, iou), strict=True):
                 rows[key].append(value)
             video.append(side_by_side(self.sinks[0].frame, self.sinks[1].frame, self.banner(agree, corr, iou)))
             obs = [outcome[1] for outcome in outcomes]
             starts = [np.asarray(outcome[3], dtype=bool) for outcome in outcomes]
-            raw = [self.frames(venv, o) for venv, o in zip(self.venvs, obs, strict=True)]
+            views = [self.views(venv, o) for venv, o in zip(self.venvs, obs, strict=True)]
             self.steps += 1
             if on_step is not None:
                 on_step(self.steps, cfg.steps)
-        return [np.stack(s) for s in shown if s], {k: np.asarray(v, dtype=np.float64) for k, v in rows.items()}
+        games = [{key: np.stack(f) for key, f in game.items()} for game in shown]
+        return games, {k: np.asarray(v, dtype=np.float64) for k, v in rows.items()}
 
     def banner(self, agree: float, corr: float, iou: float) -> list[tuple[str, tuple]]:
         head = "replay: B explains A's frames" if self.cfg.mode == "replay" else "own: each plays its own game"
@@ -420,11 +435,16 @@ class _Loop:
 
 
 def write_compare_report(cfg, labels, shown, per_step, spans, spaces) -> Path:
-    """The two-run page: both views, both panels, and the divergence tracks on one timeline."""
+    """The two-run page: both views, both panels, and the divergence tracks on one timeline.
+
+    ``shown``: each game's views (``_Loop.views``); a side's frame is its layer's image key (or the
+    env's frame), and beside it every other image key it has maps of, as ``rlcam report`` shows them.
+    """
     from rlcam.report import (
         ReportRun,
         binary,
         check_output,
+        other_image_keys,
         page_html,
         payload_for,
         space_info,
@@ -438,10 +458,12 @@ def write_compare_report(cfg, labels, shown, per_step, spans, spaces) -> Path:
         meta, arrays, notes = trace_arrays(path)
         for key in ("agree", "map_correlation", "top_overlap"):
             arrays.pop(key, None)
-        frames_i = shown[i] if cfg.mode == "own" else shown[0]
+        views = shown[i] if cfg.mode == "own" else shown[0]
         role = "acts" if i == 0 else ("explains A's frames" if cfg.mode == "replay" else "plays its own game")
         space = space_info(spaces[0], spaces[1], str(meta.get("layer", "")))
-        runs.append(ReportRun(f"{'AB'[i]} \u00b7 {labels[i]} ({role})", meta, arrays, frames_i, notes, space))
+        beside = {key: views[key] for key in other_image_keys(space, arrays)}
+        label = f"{'AB'[i]} \u00b7 {labels[i]} ({role})"
+        runs.append(ReportRun(label, meta, arrays, views[space.get("image_key")], notes, space, beside))
     compare_info = {
         "mode": cfg.mode,
         "agree": binary(per_step["agree"].astype(np.uint8), "u1"),

@@ -167,6 +167,13 @@ def space_info(action_space, observation_space, layer: str) -> dict:
     return info
 
 
+def other_image_keys(space: dict, arrays: dict[str, np.ndarray]) -> list[str]:
+    """A Dict observation's image keys, other than the layer's, that the trace has maps of
+    (``key_cam_<key>``), in the space's order: the panes beside the main frame."""
+    mapped = space.get("image_key")
+    return [k for k in space.get("input_names", []) if k != mapped and f"key_cam_{k}" in arrays]
+
+
 def replay_frames(
     meta: dict, arrays: dict[str, np.ndarray], env_index: int, source: Path
 ) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
@@ -194,7 +201,7 @@ def replay_frames(
         venv, _ = make_env(name, n_envs=1, seed=seed, frame_stack=stack or None)
     space = space_info(venv.action_space, venv.observation_space, str(meta.get("layer", "")))
     image_key = space.get("image_key")
-    others = [k for k in space.get("input_names", []) if k != image_key and f"key_cam_{k}" in arrays]
+    others = other_image_keys(space, arrays)
     out: list[np.ndarray] = []
     key_out: dict[str, list[np.ndarray]] = {k: [] for k in others}
 
@@ -525,8 +532,12 @@ def _clean(x: Any) -> Any:
     return x
 
 
-def run_payload(run: ReportRun, frames_ref: int, scale: int) -> dict:
-    """What the page gets for one run: maps, placement at display size, series, moments, notes."""
+def run_payload(run: ReportRun, frames_ref: int, scale: int, key_refs: dict[str, int] | None = None) -> dict:
+    """What the page gets for one run: maps, placement at display size, series, moments, notes.
+
+    ``frames_ref`` is the index of the run's frames in the page's ``frames``; ``key_refs``, where
+    given, the same for each other image key's frames, which are otherwise sent in the run's own
+    ``key_maps``."""
     H, W = run.frames.shape[1:3]
     a = run.arrays
     s = series(run)
@@ -568,7 +579,7 @@ def run_payload(run: ReportRun, frames_ref: int, scale: int) -> dict:
     payload["objects"] = {k[4:]: binary(a[k], "f4") for k in sorted(a) if k.startswith("obj_")}
     payload["object_radius"] = OBJECT_RADIUS
     if run.key_frames:
-        payload["key_maps"] = key_maps(run, scale)
+        payload["key_maps"] = key_maps(run, scale, key_refs)
     names = run.space.get("input_names", [])
     if any(f"attr_{k}" in a for k in names):  # Dict observations' vector keys, in the space's order
         payload["attributions"] = [
@@ -577,10 +588,11 @@ def run_payload(run: ReportRun, frames_ref: int, scale: int) -> dict:
     return payload
 
 
-def key_maps(run: ReportRun, scale: int) -> list[dict]:
-    """Dict observations' other image keys, each a pane beside the main frame: its frames, its maps
-    ``(T, H, W)`` on its own input grid (``key_cam_<key>``) and the matrices stretching them onto its
-    frame at display size (the video's: ``stretch_matrix``, bilinear)."""
+def key_maps(run: ReportRun, scale: int, refs: dict[str, int] | None = None) -> list[dict]:
+    """Dict observations' other image keys, each a pane beside the main frame: its frames (or, with
+    ``refs``, their index in the page's ``frames``), its maps ``(T, H, W)`` on its own input grid
+    (``key_cam_<key>``) and the matrices stretching them onto its frame at display size (the
+    video's: ``stretch_matrix``, bilinear)."""
     out = []
     for key, images in run.key_frames.items():
         H, W = images.shape[1:3]
@@ -588,7 +600,7 @@ def key_maps(run: ReportRun, scale: int) -> list[dict]:
         out.append(
             {
                 "key": key,
-                "frames": encode_frames(images),
+                "frames": encode_frames(images) if refs is None else refs[key],
                 "cam": binary(cams, "f4"),
                 "ys": sparse_rows(stretch_matrix(H * scale, cams.shape[1])),
                 "xs": sparse_rows(stretch_matrix(W * scale, cams.shape[2])),
@@ -612,11 +624,27 @@ def page_html(payload: dict) -> str:
 
 
 def payload_for(runs: list[ReportRun], title: str, shared_frames: bool = False, compare: dict | None = None) -> dict:
-    """The page's data for one run, or for two (``compare``); ``shared_frames``: both runs saw the same frames."""
-    frame_specs = [encode_frames(runs[0].frames)]
-    if len(runs) > 1 and not shared_frames:
-        frame_specs += [encode_frames(r.frames) for r in runs[1:]]
+    """The page's data for one run, or for two (``compare``).
+
+    ``shared_frames``: the runs saw the same observations (``rlcam compare`` in replay mode), so each
+    picture (the env's frame, or one image key of a Dict observation) is sent once in ``frames``
+    and every run that shows it, as its frame or beside it, points at it.
+    """
+    frame_specs: list[dict] = []
+    sent: dict[str | None, int] = {}  # shared_frames: image key (None: the env's frame) -> its index
+
+    def ref(key: str | None, frames: np.ndarray) -> int:
+        if not shared_frames or key not in sent:
+            frame_specs.append(encode_frames(frames))
+            sent[key] = len(frame_specs) - 1
+        return sent[key]
+
     scale = display_scale(runs[0].meta, runs[0].frames.shape[1:3])
+    run_payloads = []
+    for run in runs:
+        main = ref(run.space.get("image_key"), run.frames)
+        key_refs = {k: ref(k, f) for k, f in run.key_frames.items()} if shared_frames else None
+        run_payloads.append(run_payload(run, main, scale, key_refs))
     return {
         "version": 1,
         "title": title,
@@ -628,7 +656,7 @@ def payload_for(runs: list[ReportRun], title: str, shared_frames: bool = False, 
         "lut": binary(LUT, "u1"),
         "lut_down": binary(LUT_DOWN, "u1"),
         "frames": frame_specs,
-        "runs": [run_payload(r, 0 if shared_frames else i, scale) for i, r in enumerate(runs)],
+        "runs": run_payloads,
         "compare": compare,
     }
 

@@ -12,8 +12,25 @@ from rlcam.agents import load_agent
 from rlcam.check import rank_correlation, run_new_agent, top_iou
 from rlcam.compare import CompareConfig, Side, compare
 from rlcam.record import RecordConfig, record
+from rlcam.report import ReportRun, trace_arrays
 from rlcam.video import load_trace
-from tests.test_report import browser, console_errors, counter, open_page, run_cli, shows  # noqa: F401
+from tests.test_report import (  # noqa: F401
+    LOUD,
+    TWO,
+    browser,
+    console_errors,
+    counter,
+    decode_frames,
+    decoded,
+    expected_key_view,
+    expected_signed_view,
+    open_page,
+    page_payload,
+    page_scale,
+    run_cli,
+    shared_full,
+    shows,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PPO = ROOT / "agents" / "breakout_ppo.zip"
@@ -210,3 +227,124 @@ def test_continuous_compare_page_shows_both_agents(browser, tmp_path):  # noqa: 
     side_b = load_trace(cfg.traces[1])
     nums = [e.text for e in views[1].find_elements("css selector", ".bars.components .num")]
     assert [float(n.replace("\u2212", "-")) for n in nums] == pytest.approx(side_b["action"][2], abs=5e-4)
+
+
+# -- Dict observations with two image keys -------------------------------------------------------------------
+
+TWO_STEPS = 10
+
+
+def _two_images_agent(path: Path, seed: int, bias: tuple[float, float]) -> Path:
+    """An untrained Dict PPO on two image keys (tests/test_report.py's), its means near ``bias`` and its
+    left extractor's output ``LOUD``, so that the left key's map, not the layer's, often sets the scale."""
+    import warnings
+
+    import stable_baselines3 as sb3
+    import torch
+    from stable_baselines3.common.env_util import make_vec_env
+
+    import rlcam.toydict  # noqa: F401  (registers the ids)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        venv = make_vec_env(TWO.split(":")[1], n_envs=1, seed=0)
+        model = sb3.PPO("MultiInputPolicy", venv, n_steps=16, seed=seed, device="cpu")
+    with torch.no_grad():
+        linear = model.policy.features_extractor.extractors["left"].linear[0]
+        linear.weight.mul_(LOUD)
+        linear.bias.mul_(LOUD)
+        model.policy.action_net.bias.copy_(torch.tensor(bias))
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def two_images(tmp_path_factory):
+    """Two such agents that steer apart, compared in both modes with the page, and each recorded alone
+    with ``save_obs`` (what each sees playing its own game from the seed): ({mode: config}, [trace a, b])."""
+    root = tmp_path_factory.mktemp("compare_two_images")
+    agents = [_two_images_agent(root / "a.zip", 0, (0.4, -0.7)), _two_images_agent(root / "b.zip", 1, (-0.6, 0.5))]
+    configs = {}
+    for mode in ("replay", "own"):
+        out = root / f"{mode}.mp4"
+        configs[mode] = CompareConfig(
+            [Side(a) for a in agents], env=TWO, steps=TWO_STEPS, out=out, mode=mode, report=True
+        )
+        compare(configs[mode])
+    alone = []
+    for name, agent in zip("ab", agents, strict=True):
+        record(RecordConfig(agent=agent, env=TWO, steps=TWO_STEPS, out=root / f"alone_{name}.mp4", save_obs=True))
+        alone.append(load_trace(root / f"alone_{name}.npz"))
+    return configs, alone
+
+
+def _channels_last(images: np.ndarray) -> np.ndarray:
+    return images.transpose(0, 2, 3, 1)  # (T, C, H, W) observations -> (T, H, W, C) frames
+
+
+@pytest.mark.parametrize("mode", ["replay", "own"])
+def test_each_side_maps_the_other_image_key_on_the_frames_it_saw(two_images, mode):
+    configs, alone = two_images
+    cfg = configs[mode]
+    payload = page_payload(cfg.page)
+    assert (alone[0]["action"] != alone[1]["action"]).all()  # the two agents steer apart
+    for i, (run, trace) in enumerate(zip(payload["runs"], cfg.traces, strict=True)):
+        arrays = load_trace(trace).arrays
+        assert run["space"]["image_key"] == "right" and [k["key"] for k in run["key_maps"]] == ["left"]
+        left = run["key_maps"][0]
+        np.testing.assert_array_equal(decoded(left["cam"]), arrays["key_cam_left"])
+        # replay: both sides are shown side a's game; own: each plays its own, as it does alone
+        seen = alone[0 if mode == "replay" else i]
+        if mode == "own" or i == 0:  # a side's maps on its own game are the ones 'rlcam record' writes
+            np.testing.assert_array_equal(arrays["key_cam_left"], seen["key_cam_left"])
+        spec = payload["frames"][left["frames"]] if isinstance(left["frames"], int) else left["frames"]
+        np.testing.assert_array_equal(decode_frames(spec), _channels_last(seen["obs_left"]))
+        main_frames = decode_frames(payload["frames"][run["frames"]])
+        np.testing.assert_array_equal(main_frames, _channels_last(seen["obs_right"]))
+    runs = payload["runs"]
+    if mode == "replay":  # one game: each key's frames are sent once and both sides show them
+        assert len(payload["frames"]) == 2 and runs[0]["frames"] == runs[1]["frames"]
+        assert runs[0]["key_maps"][0]["frames"] == runs[1]["key_maps"][0]["frames"]
+    else:  # two games, each side's pictures its own (this env's images do not follow the actions: equal here)
+        assert len(payload["frames"]) == 2 and runs[0]["frames"] != runs[1]["frames"]
+        assert all(isinstance(r["key_maps"][0]["frames"], dict) for r in runs)
+
+
+def _side_run(cfg, i: int, seen) -> ReportRun:
+    """Side i of a comparison as the page's tests read a run: its trace, and the observations it was shown."""
+    meta, arrays, _ = trace_arrays(cfg.traces[i])
+    arrays["obs_left"] = seen["obs_left"]
+    frames = {key: _channels_last(seen[f"obs_{key}"]) for key in ("left", "right")}
+    return ReportRun(str(i), meta, arrays, frames["right"], key_frames={"left": frames["left"]})
+
+
+def test_compare_page_draws_each_sides_other_image_key_on_its_own_scale(browser, two_images):  # noqa: F811
+    configs, alone = two_images
+    cfg = configs["replay"]
+    for i in range(2):
+        run = _side_run(cfg, i, alone[0])
+        peaks = run.arrays["key_cam_left"].reshape(TWO_STEPS, -1).max(axis=1)
+        own = np.maximum(run.arrays["cam"], run.arrays["cam_down"]).reshape(TWO_STEPS, -1).max(axis=1)
+        k = int(np.argmax(peaks[1:] / np.maximum(own[1:], 1e-12))) + 1
+        assert peaks[k] > 2 * own[k]  # the other key's map, not the layer's, sets this side's scale at step k
+        open_page(browser, cfg.page, f"#step={k}")
+        assert console_errors(browser) == []
+        side = f".run[data-run='{i}']"
+        panes = browser.find_elements("css selector", f"{side} .pane")
+        assert [p.get_attribute("data-key") for p in panes] == ["left", "right"]
+        got = shows(browser, k, f"{side} canvas.keyframe[data-key='left']").astype(int)
+        want = expected_key_view(run, "left", k, "running").astype(int)
+        assert np.abs(got - want).max() <= 3 and (got != want).mean() < 0.01, i
+        main_got = shows(browser, k, f"{side} canvas.frame").astype(int)  # the layer's key, on the same scale
+        main_want = expected_signed_view(run, k).astype(int)
+        assert np.abs(main_got - main_want).max() <= 3 and (main_got != main_want).mean() < 0.01, i
+        label = browser.find_element("css selector", f"{side} .colorbar .full").text
+        assert float(label.split()[0]) == pytest.approx(shared_full(run, k, "running"), rel=1e-3)
+    browser.find_element("id", "overlay").click()  # no maps: each side's pane is exactly the observation
+    s = page_scale(run)
+    frame = _channels_last(alone[0]["obs_left"])[k].repeat(s, axis=0).repeat(s, axis=1)
+    for i in range(2):
+        np.testing.assert_array_equal(
+            shows(browser, k, f".run[data-run='{i}'] canvas.keyframe[data-key='left']"), frame
+        )
+    assert console_errors(browser) == []

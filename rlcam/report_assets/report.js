@@ -278,9 +278,11 @@
       for (const k of Object.keys(spec.objects)) this.objects[k] = arr(spec.objects[k]);
       this.scale = D.scale;
       // Dict observations: every other image key's map (same score, its own input grid) in a pane of its own.
+      // Its frames come with it, or (a comparison on one game) are the index of the page's frames both runs show.
       this.keyMaps = (spec.key_maps || []).map((k) => {
-        const store = new FrameStore(k.frames);
-        stores.push(store); // prefetched, and drawn when its chunks arrive, as the main frames are
+        const shared = typeof k.frames === "number";
+        const store = shared ? stores[k.frames] : new FrameStore(k.frames);
+        if (!shared) stores.push(store); // prefetched, and drawn when its chunks arrive, as the main frames are
         const heat = new Uint8Array(store.H * this.scale * store.W * this.scale);
         return { key: k.key, store, cam: arr(k.cam), per: k.cam.shape[1] * k.cam.shape[2], ys: sparseRows(k.ys), xs: sparseRows(k.xs), heat };
       });
