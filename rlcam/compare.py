@@ -129,10 +129,12 @@ class CompareResult:
     interrupted: bool = False
 
     def text(self) -> str:
-        lines = [
-            f"compared {self.steps} steps: actions agree on {self.agreement:.1%}, map rank correlation "
-            f"{self.map_correlation:.2f} (median), top-10% overlap {self.top_overlap:.2f} (mean)"
-        ]
+        maps = (
+            f"map rank correlation {self.map_correlation:.2f} (median), top-10% overlap {self.top_overlap:.2f} (mean)"
+            if np.isfinite(self.map_correlation)
+            else "maps not compared (on no step did both map the same frame, or the same image key)"
+        )
+        lines = [f"compared {self.steps} steps: actions agree on {self.agreement:.1%}, {maps}"]
         lines += [f"  disagree over steps {s['start']}-{s['end']}" for s in self.spans[:3]]
         outputs = [str(self.video), *map(str, self.traces)] + ([str(self.page)] if self.page else [])
         lines.append("wrote " + ", ".join(outputs))
@@ -393,7 +395,7 @@ class _Loop:
             ]
             agree = float(actions_agree(explained[0].actions[0], explained[1].actions[0], self.action_space))
             corr = iou = np.nan
-            if _same_obs(seen[0], seen[1]):  # own mode: until the two games part
+            if _same_obs(seen[0], seen[1]) and mapped[0] == mapped[1]:  # own mode: until the games part
                 maps = [e.cam_input[0] for e in explained]
                 corr, iou = rank_correlation(*maps), top_iou(*maps, TOP_FRACTION)
             # Step the game(s): replay steps the one env with a's action; own steps each side's env.

@@ -348,3 +348,15 @@ def test_compare_page_draws_each_sides_other_image_key_on_its_own_scale(browser,
             shows(browser, k, f".run[data-run='{i}'] canvas.keyframe[data-key='left']"), frame
         )
     assert console_errors(browser) == []
+
+
+def test_maps_on_different_image_keys_are_not_compared(two_images, tmp_path):
+    configs, _ = two_images
+    a, b = (side.agent for side in configs["replay"].sides)
+    left = "features_extractor.extractors.left.cnn.5"
+    cfg = CompareConfig([Side(a), Side(b, layer=left)], env=TWO, steps=4, out=tmp_path / "keys.mp4")
+    result = compare(cfg)
+    assert np.isnan(result.map_correlation) and np.isnan(load_trace(cfg.traces[1])["map_correlation"]).all()
+    assert "maps not compared (on no step did both map the same frame, or the same image key)" in result.text()
+    same = compare(CompareConfig([Side(a), Side(b)], env=TWO, steps=4, out=tmp_path / "same.mp4"))
+    assert np.isfinite(same.map_correlation) and "map rank correlation" in same.text()
