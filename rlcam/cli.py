@@ -306,7 +306,7 @@ def _add_compare(sub, methods) -> None:
         required=True,
         help="agent zip (give it twice, or once with two --method or --target values)",
     )
-    cmp.add_argument("--env", default="Breakout", help="env both play (default Breakout)")
+    cmp.add_argument("--env", help="env both play (default: a run folder's own env, else Breakout)")
     cmp.add_argument("--steps", type=int, default=500, help="agent steps (default 500)")
     cmp.add_argument("--mode", choices=["replay", "own"], default="replay", help="replay (default) or own")
     cmp.add_argument("--target", action="append", default=[], help="explained score, per side (repeatable)")

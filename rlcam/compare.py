@@ -81,7 +81,8 @@ class CompareConfig:
     """What to compare. ``sides`` holds exactly two."""
 
     sides: list[Side]
-    env: str = "Breakout"
+    env: str | None = None
+    """The env both play; default: a side's rl-zoo run folder's own env, else Breakout."""
     steps: int = 500
     out: Path = Path("compare.mp4")
     """Video path (.mp4 or .gif); the traces and the page take its stem."""
@@ -161,6 +162,23 @@ def validate(cfg: CompareConfig) -> None:
             raise RlcamError(f"output {path} already exists; pass --overwrite to replace it.")
     if not cfg.out.parent.is_dir():
         raise RlcamError(f"output directory {cfg.out.parent} does not exist; create it first.")
+
+
+def _models_and_env(cfg: CompareConfig) -> tuple[list[Path], object]:
+    """Each side's model zip, and the env both play: an rl-zoo run folder's training env (a side's
+    run, both sides' the same), else ``cfg.env`` (default Breakout)."""
+    from rlcam.envs import EnvRecipe
+    from rlcam.zoo import agent_and_env
+
+    resolved = [agent_and_env(side.agent, cfg.env) for side in cfg.sides]
+    runs = [(side.agent, env) for side, (_, env) in zip(cfg.sides, resolved, strict=True) if isinstance(env, EnvRecipe)]
+    if len(runs) == 2 and runs[0][1].env_id != runs[1][1].env_id:
+        raise RlcamError(
+            f"the two run folders were trained on different envs ({runs[0][0]}: {runs[0][1].env_id}, {runs[1][0]}: "
+            f"{runs[1][1].env_id}); compare agents trained on the same env."
+        )
+    env = runs[0][1] if runs else (cfg.env or "Breakout")
+    return [model for model, _ in resolved], env
 
 
 def _obs_layout(space):
@@ -257,14 +275,16 @@ def side_by_side(left: np.ndarray, right: np.ndarray, banner: list[tuple[str, tu
 def compare(cfg: CompareConfig, on_step: Callable[[int, int | None], None] | None = None) -> CompareResult:
     """Run both sides on the same seed; write the side-by-side video, the traces and (``report``) the page."""
     validate(cfg)
-    agents = [load_agent(s.agent, trust=cfg.trust) for s in cfg.sides]
+    models, env = _models_and_env(cfg)
+    agents = [load_agent(m, trust=cfg.trust) for m in models]
     labels = [cfg.sides[0].label(cfg.sides[1]), cfg.sides[1].label(cfg.sides[0])]
     if labels[0] == labels[1]:
         labels = [f"A \u00b7 {labels[0]}", f"B \u00b7 {labels[1]}"]
     _check_same_spaces(agents, labels)
     n_envs = 1 if cfg.mode == "replay" else 2
-    venvs = [make_env(cfg.env, n_envs=1, seed=cfg.seed) for _ in range(n_envs)]
-    env_id = venvs[0][1].env_id
+    space = agents[0].model.observation_space
+    venvs = [make_env(env, n_envs=1, seed=cfg.seed, agent_space=space) for _ in range(n_envs)]
+    env_id, env_info = venvs[0][1].env_id, venvs[0][1]
     try:
         for agent in agents:
             check_compatible(venvs[0][0], agent.model.observation_space, agent.model.action_space, env_id)
@@ -286,8 +306,10 @@ def compare(cfg: CompareConfig, on_step: Callable[[int, int | None], None] | Non
         metas = [
             dict(
                 rlcam_version=rlcam.__version__,
-                env=cfg.env,
+                env=str(env),
                 env_id=env_id,
+                zoo_run=env_info.source,
+                frame_stack=env_info.frame_stack,
                 algo=agent.algo,
                 family=ex.family.name,
                 agreement_rule=None

@@ -478,3 +478,23 @@ def test_a_bad_run_folder_is_one_sentence_and_exit_2(two_runs, how, message, tmp
     assert len(lines) == 1 and lines[0].startswith("rlcam: error: ") and message in lines[0], captured.err
     assert not trace_path.exists() and not trace_path.with_suffix(".mp4").exists()
     assert not (run / "ran").exists()
+
+
+def test_compare_plays_two_run_folders_in_their_env_and_its_page_replays_it(two_runs, tmp_path, capsys):
+    from rlcam.compare import CompareConfig, Side, compare
+
+    _, runs = two_runs
+    out = tmp_path / "cmp.mp4"
+    code = main(["compare", "--agent", str(runs[0]), "--agent", str(runs[1]), "--steps", "6", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    for trace in (out.with_suffix(".a.npz"), out.with_suffix(".b.npz")):
+        meta = load_trace(trace).meta
+        assert meta["env_id"] == TOY and meta["zoo_run"] == str(runs[0])  # the first run's env for both
+    cfg = CompareConfig([Side(runs[0] / f"{TOY}.zip"), Side(runs[1])], steps=4, out=tmp_path / "p.mp4", report=True)
+    assert compare(cfg).page.is_file()  # its replay, in the run's env, matched the recorded run step by step
+    floats = make_vec_env("ZooFloat-v0", n_envs=1, seed=0)
+    other = make_run(tmp_path / "logs", "ZooFloat-v0", {}, floats, n_steps=8, policy_kwargs={"normalize_images": False})
+    argv = ["compare", "--agent", str(runs[0]), "--agent", str(other), "--steps", "4", "--out", str(tmp_path / "x.mp4")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "were trained on different envs (" in err and "FindTarget-v0" in err and "ZooFloat-v0" in err, err
