@@ -28,13 +28,14 @@ import numpy as np
 
 from rlcam.agents import Agent, load_agent
 from rlcam.device import on_device, resolve_device
-from rlcam.envs import make_env
+from rlcam.envs import check_compatible, make_env
 from rlcam.errors import RlcamError
 from rlcam.explainer import Explainer, conv_layers
 from rlcam.families import family_for
 from rlcam.geometry import stretch_matrix
 from rlcam.objects import positions, share_near
 from rlcam.video import Trace, load_trace
+from rlcam.zoo import trace_env
 
 MODES = ("replay", "own")
 
@@ -199,6 +200,27 @@ def top_iou(a: np.ndarray, b: np.ndarray, fraction: float) -> float:
 REQUIRED = ("action", "cam_input", "reward")
 
 
+COMPONENT_TOLERANCE = 0.05  # continuous actions agree when every component is within 5% of its bounds' range
+
+
+def actions_agree(a: np.ndarray, b: np.ndarray, space) -> bool:
+    """Whether two env actions count as the same choice.
+
+    Discrete and structured (MultiDiscrete, MultiBinary) actions: equal in every part. Continuous
+    (``Box``) actions cannot be expected to be equal: they agree when ``max_i |a_i - b_i| /
+    (high_i - low_i) <= COMPONENT_TOLERANCE`` (5% of each component's range); a component with an
+    unbounded side is measured against a range of 2 (the [-1, 1] of a squashed policy).
+    """
+    from gymnasium import spaces
+
+    a, b = np.asarray(a, np.float64).reshape(-1), np.asarray(b, np.float64).reshape(-1)
+    if not isinstance(space, spaces.Box):
+        return bool(np.array_equal(a, b))
+    span = (np.asarray(space.high, np.float64) - np.asarray(space.low, np.float64)).reshape(-1)
+    span = np.where(np.isfinite(span) & (span > 0), span, 2.0)
+    return bool((np.abs(a - b) / span).max() <= COMPONENT_TOLERANCE)
+
+
 def _with_env_axis(trace: Trace, key: str, n_envs: int) -> np.ndarray:
     value = trace[key]
     return value if n_envs > 1 else value[:, None]
@@ -228,14 +250,11 @@ def run_new_agent(agent: Agent, baseline: Trace, mode: str) -> dict[str, np.ndar
     base_actions = _with_env_axis(baseline, "action", n)
     base_rewards = _with_env_axis(baseline, "reward", n)
     base_obs = _with_env_axis(baseline, "obs", n) if "obs" in baseline else None
-    venv, info = make_env(meta["env_id"], n_envs=n, seed=int(meta["seed"]))
+    env = trace_env(meta, "the baseline")  # an rl-zoo run's env: its wrappers, stack and statistics
+    venv, info = make_env(env, n_envs=n, seed=int(meta["seed"]), agent_space=agent.model.observation_space)
     out: dict[str, list] = {"action": [], "cam_input": [], "reward": []}
     try:
-        if venv.action_space.n != agent.model.action_space.n:
-            raise RlcamError(
-                f"the agent has {agent.model.action_space.n} actions but the baseline's env {info.env_id} has "
-                f"{venv.action_space.n}."
-            )
+        check_compatible(venv, agent.model.observation_space, agent.model.action_space, info.env_id)
         obs = venv.reset()
         with _explainer_for(agent, meta) as explainer:
             for t in range(steps):
@@ -337,7 +356,15 @@ def check(
     series: dict[str, np.ndarray] = {}
 
     if mode == "replay":
-        agree = (new["action"] == _with_env_axis(base, "action", n)).astype(float)
+        base_actions = _with_env_axis(base, "action", n)
+        space = agent.model.action_space
+        agree = np.array(
+            [
+                [actions_agree(new["action"][t, i], base_actions[t, i], space) for i in range(n)]
+                for t in range(base.steps)
+            ],
+            dtype=float,
+        )
         corr = np.array(
             [[rank_correlation(base_cams[t, i], new["cam_input"][t, i]) for i in range(n)] for t in range(base.steps)]
         )

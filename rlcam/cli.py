@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     san.add_argument("--agent", type=Path, required=True, help="SB3 agent zip")
-    san.add_argument("--env", default="Breakout", help="env the observations come from (default Breakout)")
+    san.add_argument("--env", help="env the observations come from (default: a run folder's own env, else Breakout)")
     san.add_argument("--steps", type=int, default=64, help="observations from this many agent steps (default 64)")
     san.add_argument("--seed", type=int, default=0)
     san.add_argument("--target", help="explained score (default per algorithm)")
@@ -570,6 +570,7 @@ def cmd_check(args) -> int:
     from rlcam.agents import load_agent
     from rlcam.check import check
     from rlcam.device import resolve_device
+    from rlcam.zoo import agent_and_env
 
     torch.set_num_threads(1)
     for path in (args.json, args.junit):
@@ -577,7 +578,8 @@ def cmd_check(args) -> int:
             raise RlcamError(f"output directory {path.parent} does not exist; create it first.")
     device = resolve_device(args.device)  # before loading anything
     custom = _custom_objects(args)
-    agent = load_agent(args.agent, trust=args.trust, custom_objects=custom) if custom else args.agent
+    model, _ = agent_and_env(args.agent, None)  # a run folder: its model (the env is the baseline's)
+    agent = load_agent(model, trust=args.trust, custom_objects=custom) if custom else model
     report = check(agent, args.baseline, _thresholds(args), mode=args.mode, trust=args.trust, device=device)
     print(report.text())
     if args.json:
@@ -595,14 +597,16 @@ def cmd_sanity(args) -> int:
 
     from rlcam.agents import load_agent
     from rlcam.sanity import rollout_observations, sanity
+    from rlcam.zoo import agent_and_env
 
     torch.set_num_threads(1)
     if args.steps < 1:
         raise RlcamError(f"--steps must be a positive number of steps, not {args.steps}.")
     if args.json is not None and not args.json.parent.exists():
         raise RlcamError(f"output directory {args.json.parent} does not exist; create it first.")
-    agent = load_agent(args.agent, trust=args.trust, custom_objects=_custom_objects(args))
-    obs = rollout_observations(agent, args.env, args.steps, args.seed)
+    model, env = agent_and_env(args.agent, args.env)  # a run folder: its model and its training env
+    agent = load_agent(model, trust=args.trust, custom_objects=_custom_objects(args))
+    obs = rollout_observations(agent, env, args.steps, args.seed)
     result = sanity(agent, obs, target=args.target, layer=args.layer, method=args.method, seed=args.seed)
     print(result.text())
     if args.json:

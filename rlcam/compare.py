@@ -34,7 +34,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 import rlcam
 from rlcam.agents import load_agent
-from rlcam.check import _spans, rank_correlation, top_iou
+from rlcam.check import COMPONENT_TOLERANCE, _spans, actions_agree, rank_correlation, top_iou
 from rlcam.envs import action_names, check_compatible, frames, make_env
 from rlcam.errors import RlcamError
 from rlcam.explainer import Explainer, key_layers
@@ -47,7 +47,6 @@ __all__ = ["CompareConfig", "CompareResult", "Side", "compare"]
 
 MODES = ("replay", "own")
 TOP_FRACTION = 0.1
-COMPONENT_TOLERANCE = 0.05  # continuous actions agree when every component is within 5% of its bounds' range
 _BANNER_BG, _RULE = (18, 18, 24), (52, 52, 64)
 _YES, _NO, _TEXT, _DIM = (140, 220, 160), (255, 120, 150), (232, 232, 236), (150, 150, 162)
 
@@ -198,24 +197,6 @@ def _check_same_spaces(agents, labels) -> None:
             f"the two agents' spaces differ ({la}: observations {obs_a}, actions {act_a}; {lb}: "
             f"observations {obs_b}, actions {act_b}); compare agents trained on the same env."
         )
-
-
-def actions_agree(a: np.ndarray, b: np.ndarray, space) -> bool:
-    """Whether two env actions count as the same choice.
-
-    Discrete and structured (MultiDiscrete, MultiBinary) actions: equal in every part. Continuous
-    (``Box``) actions cannot be expected to be equal: they agree when ``max_i |a_i - b_i| /
-    (high_i - low_i) <= COMPONENT_TOLERANCE`` (5% of each component's range); a component with an
-    unbounded side is measured against a range of 2 (the [-1, 1] of a squashed policy).
-    """
-    from gymnasium import spaces
-
-    a, b = np.asarray(a, np.float64).reshape(-1), np.asarray(b, np.float64).reshape(-1)
-    if not isinstance(space, spaces.Box):
-        return bool(np.array_equal(a, b))
-    span = (np.asarray(space.high, np.float64) - np.asarray(space.low, np.float64)).reshape(-1)
-    span = np.where(np.isfinite(span) & (span > 0), span, 2.0)
-    return bool((np.abs(a - b) / span).max() <= COMPONENT_TOLERANCE)
 
 
 def _same_obs(a, b) -> bool:

@@ -190,15 +190,15 @@ def replay_frames(
     from rlcam.envs import frames, make_env
     from rlcam.objects import positions
     from rlcam.record import observation_frames
+    from rlcam.zoo import trace_env
 
     env_id = meta["env_id"]
     stack = meta.get("frame_stack")
-    seed = int(meta["seed"]) + env_index
-    if meta.get("zoo_run"):  # an rl-zoo run's env: its wrappers, stack and statistics, as record built it
-        venv = _zoo_venv(meta, seed, source)
-    else:  # "module:EnvId-v0" names the module that registers the id (meta's env_id lacks it)
-        name = meta.get("env") if ":" in str(meta.get("env", "")) else env_id
-        venv, _ = make_env(name, n_envs=1, seed=seed, frame_stack=stack or None)
+    env = trace_env(
+        meta, f"trace {source}"
+    )  # an rl-zoo run's env: its wrappers, stack and statistics, as record built it
+    stack = None if meta.get("zoo_run") else stack or None
+    venv, _ = make_env(env, n_envs=1, seed=int(meta["seed"]) + env_index, frame_stack=stack)
     space = space_info(venv.action_space, venv.observation_space, str(meta.get("layer", "")))
     image_key = space.get("image_key")
     others = other_image_keys(space, arrays)
@@ -244,22 +244,6 @@ def replay_frames(
     finally:
         venv.close()
     return np.stack(out), {k: np.stack(v) for k, v in key_out.items()}, space
-
-
-def _zoo_venv(meta: dict, seed: int, source: Path):
-    """The env of the rl-zoo run folder ``meta['zoo_run']`` that the trace was recorded in."""
-    from rlcam.envs import make_env
-    from rlcam.zoo import find_run
-
-    folder = Path(meta["zoo_run"])
-    run = find_run(folder, None) if folder.is_dir() else None
-    if run is None:
-        raise RlcamError(
-            f"trace {source} was recorded in the env of the rl-zoo run folder {folder}, which is not there any "
-            "more; its frames cannot be rebuilt without the run's config."
-        )
-    venv, _ = make_env(run.recipe, n_envs=1, seed=seed)
-    return venv
 
 
 # -- what the page plots -------------------------------------------------------------------------------

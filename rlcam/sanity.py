@@ -172,11 +172,12 @@ def sanity(
     return SanityResult(stages=stages, method=method, layer=layer, target=target, observations=len(obs))
 
 
-def rollout_observations(agent: Agent, env: str, steps: int, seed: int) -> np.ndarray:
-    """``(steps, C, H, W)`` observations from the agent playing ``env`` deterministically."""
+def rollout_observations(agent: Agent, env, steps: int, seed: int) -> np.ndarray:
+    """``(steps, C, H, W)`` observations from the agent playing ``env`` (a name, or an rl-zoo run's
+    ``EnvRecipe``) deterministically."""
     from rlcam.envs import check_compatible, make_env
 
-    venv, info = make_env(env, n_envs=1, seed=seed)
+    venv, info = make_env(env, n_envs=1, seed=seed, agent_space=agent.model.observation_space)
     try:
         check_compatible(venv, agent.model.observation_space, agent.model.action_space, info.env_id)
         obs = venv.reset()

@@ -565,3 +565,20 @@ def agent_and_env(agent: Path, env: str | None) -> tuple[Path, str | EnvRecipe]:
     ``env`` (default ``Breakout``)."""
     run = find_run(agent, env)
     return (Path(agent), env or DEFAULT_ENV) if run is None else (run.model, run.recipe)
+
+
+def trace_env(meta: dict, source) -> str | EnvRecipe:
+    """The env a trace (``meta``; ``source`` names it in messages) was recorded in, to replay it: the rl-zoo run
+    folder's training env when it was one (the folder must still be where the trace names it), else
+    the env as named (``module:EnvId-v0`` imports the module that registers it), else its id."""
+    if meta.get("zoo_run"):
+        folder = Path(meta["zoo_run"])
+        run = find_run(folder, None) if folder.is_dir() else None
+        if run is None:
+            raise RlcamError(
+                f"{source} was recorded in the env of the rl-zoo run folder {folder}, which is not there "
+                "any more; its env cannot be rebuilt without the run's config."
+            )
+        return run.recipe
+    named = str(meta.get("env", ""))
+    return named if ":" in named else meta["env_id"]

@@ -136,3 +136,18 @@ def test_rank_correlation_and_iou_by_hand():
     expected = np.corrcoef([1.5, 1.5, 3, 4], [1, 2.5, 2.5, 4])[0, 1]
     assert rank_correlation(a, np.array([0.0, 1.0, 1.0, 2.0])) == pytest.approx(expected)
     assert top_iou(np.array([1.0, 0, 0, 5]), np.array([0, 0, 2.0, 9]), 0.5) == pytest.approx(1 / 3)
+
+
+def test_a_continuous_agent_is_checked_by_the_component_rule(tmp_path, capsys):
+    """Box actions: a step agrees when every component is within 5% of its bounds' range (as compare)."""
+    from rlcam.record import RecordConfig, record
+    from tests.test_compare import STEER, _steer_agent
+
+    same, apart = _steer_agent(tmp_path / "same.zip", (0.0, 0.0)), _steer_agent(tmp_path / "apart.zip", (0.0, 0.5))
+    record(RecordConfig(agent=same, env=STEER, steps=12, out=tmp_path / "base.mp4", video=False))
+    base = tmp_path / "base.npz"
+    assert main(["check", "--agent", str(same), "--baseline", str(base)]) == 0
+    assert "action agreement             1.000" in capsys.readouterr().out
+    report = check(apart, base)
+    agreement = next(c for c in report.criteria if c.name == "action agreement").value
+    assert agreement < 0.5 and not report.passed

@@ -498,3 +498,17 @@ def test_compare_plays_two_run_folders_in_their_env_and_its_page_replays_it(two_
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "were trained on different envs (" in err and "FindTarget-v0" in err and "ZooFloat-v0" in err, err
+
+
+def test_check_and_sanity_take_a_run_folder_and_use_its_env(tmp_path, capsys):
+    stats = trained_stats(_carracing_style_env(), norm_obs=False, norm_reward=True)
+    run = make_run(tmp_path / "logs", TOY, CARRACING_STYLE, VecFrameStack(stats, n_stack=2), stats=stats, n_steps=8)
+    code, captured, trace_path = record(["--agent", run], capsys, tmp_path)
+    assert code == 0, captured.err
+    # the baseline's env is the run's (frame skip, 48 px grey, 2 frames): the replay must reproduce it
+    assert main(["check", "--agent", str(run), "--baseline", str(trace_path)]) == 0, capsys.readouterr().err
+    assert "action agreement             1.000" in capsys.readouterr().out
+    code = main(["sanity", "--agent", str(run), "--steps", "3"])
+    captured = capsys.readouterr()
+    assert code in (0, 1) and "rlcam: error" not in captured.err, captured.err  # not refused: the run's env fits
+    assert "features_extractor.cnn.0" in captured.out
