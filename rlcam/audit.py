@@ -422,7 +422,7 @@ def _mark_identical(rows: list[dict]) -> None:
 LEADING = [
     "job", "checkpoint", "step", "step_from", "seed", "status", "error",
     "return", "return_sd", "return_total", "games", "steps", "truncated",
-    "action_entropy", "top_action", "top_action_share", "policy_entropy",
+    "action_entropy", "top_action", "top_action_share", "action_sd", "policy_entropy",
     "map_entropy", "map_peak_share", "map_zero_share", "map_mass",
 ]  # fmt: skip
 TRAILING = [

@@ -229,6 +229,30 @@ def test_metrics_match_an_independent_computation(tmp_path, breakout_env):
         assert got[f"attn_{name}_lift"] == pytest.approx(np.nanmean(reference) / np.mean(chance), rel=1e-5)
 
 
+def test_continuous_and_structured_actions_get_their_own_action_metrics(tmp_path):
+    """A continuous run: no entropy or top action, but each component's spread; a structured one: its
+    most frequent joint choice; neither computes a 'policy entropy' from non-probabilities."""
+    from rlcam.record import RecordConfig, record
+    from tests.test_families_cli import _save
+
+    for name, env in (("box", "rlcam.toyenv:SteerToDot-v0"), ("parts", "rlcam.toyenv:SteerToDotParts-v0")):
+        agent, trace_path = tmp_path / f"{name}.zip", tmp_path / f"{name}.npz"
+        _save("ppo", env, agent)
+        record(RecordConfig(agent=agent, env=env, steps=30, video=False, trace=trace_path, deterministic=False))
+        trace = load_trace(trace_path)
+        got, taken = audit.measure(trace), trace["action"]
+        assert got["policy_entropy"] is None and got["action_entropy"] is None
+        if np.issubdtype(taken.dtype, np.floating):
+            assert got["action_sd"] == pytest.approx(float(np.mean([np.std(taken[:, i]) for i in range(2)])))
+            assert (got["top_action"], got["top_action_share"]) == ("", None)
+        else:
+            counts = Counter("-".join(map(str, row)) for row in taken.tolist())
+            n = max(counts.values())
+            assert got["top_action"] in {joint for joint, c in counts.items() if c == n}  # a tie: any of them
+            assert got["top_action_share"] == n / 30 and len(counts) > 1
+            assert got["action_sd"] is None
+
+
 def test_returns_are_per_full_game():
     from rlcam.video import Trace
 
