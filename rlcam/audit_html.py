@@ -27,7 +27,7 @@ METRICS = {
     "steps": ("steps", "agent steps played"),
     "action_entropy": ("action entropy", "0 = always one action, 1 = all equally often"),
     "top_action_share": ("top action share", "share of steps taking the most frequent action"),
-    "action_sd": ("action spread", "continuous actions: each component's standard deviation, averaged"),
+    "action_sd": ("action spread", "continuous: mean of the components' SDs"),
     "policy_entropy": ("policy entropy", "of its action probabilities: 1 = uniform"),
     "map_entropy": ("map entropy", "of the normalised map: 1 = flat, 0 = one cell"),
     "map_peak_share": ("map peak share", "the map's largest cell's share of its mass"),
