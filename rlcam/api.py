@@ -70,9 +70,12 @@ class ExplainedPolicy:
     block, even after an exception, and the policy's train/eval modes are restored.
 
     Args:
-        model: an SB3 model with a CNN policy (PPO, A2C, DQN, QR-DQN), an ``rlcam.Agent``, or the
-            path of a saved ``.zip``. An in-memory model is explained as it is, e.g. while it trains.
-        target: explained score; defaults per algorithm (``logit`` for PPO/A2C, ``q`` for DQN).
+        model: an SB3 or sb3-contrib model with a CNN policy and image observations (every family
+            of docs/families.md: discrete, continuous, off-policy, structured, recurrent; for Dict
+            observations use ``rlcam.Explainer``), an ``rlcam.Agent``, or the path of a saved
+            ``.zip``. An in-memory model is explained as it is, e.g. while it trains.
+        target: explained score; defaults per family (``logit`` for PPO/A2C, ``q`` for DQN,
+            ``mean:0`` for continuous actions; ``rlcam info`` lists them).
         layer: module path inside ``model.policy``; default: the last rectified conv output.
         method: ``gradcam``, ``hirescam`` or ``layercam``.
         placement: ``bilinear`` or ``rf``: how the layer map is laid on the input.
@@ -81,7 +84,7 @@ class ExplainedPolicy:
             not the same draws.
 
     Raises:
-        RlcamError: the model is not supported, or its spaces are not images -> discrete actions.
+        RlcamError: the model is not supported, or its observations are not images.
     """
 
     def __init__(
@@ -107,6 +110,7 @@ class ExplainedPolicy:
             self.agent, target=target, layer=layer, method=method, placement=placement, seed=seed
         )
         self._held = False  # inside ``with``
+        self._returned = None  # a recurrent policy: the state the last predict returned
 
     @property
     def model(self):
@@ -114,8 +118,10 @@ class ExplainedPolicy:
         return self.agent.model
 
     @property
-    def n_actions(self) -> int:
-        return int(self.agent.policy.action_space.n)
+    def n_actions(self) -> int | None:
+        """How many discrete actions the policy has; None for vector actions (Box, MultiDiscrete, ...)."""
+        space = self.agent.policy.action_space
+        return int(space.n) if isinstance(space, spaces.Discrete) else None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -158,8 +164,10 @@ class ExplainedPolicy:
 
         Args:
             observation: one observation or a VecEnv batch, in any layout SB3's ``predict`` takes.
-            state, episode_start: for SB3 signature compatibility; CNN policies are not recurrent,
-                so ``state`` is returned as given.
+            state, episode_start: as SB3's: for a recurrent policy (RecurrentPPO) the LSTM state
+                returned by the previous call (None: zeros) and which envs begin an episode at
+                ``observation`` (their memory is reset there); the returned state is the next one.
+                Other policies return ``state`` as given.
             deterministic: argmax actions; else sampled with this policy's seeded generator.
 
         Returns:
@@ -167,11 +175,23 @@ class ExplainedPolicy:
             one observation (as SB3); the explanation has the same leading axis, or none.
         """
         obs, vectorized = self._batch(observation)
-        explanation = self._explain(obs, None, deterministic)
+        recurrent = self.explainer.family.recurrent
+        if recurrent:
+            self._carry(state)
+        explanation = self._explain(obs, None, deterministic, episode_start)
+        if recurrent:
+            state = self._returned = self.explainer.actor_memory()
         if vectorized:
             return explanation.actions, state, explanation
         single = explanation.sample(0)
         return single.actions, state, single
+
+    def _carry(self, state) -> None:
+        """Start a recurrent step from ``state`` as ``RecurrentPPO.predict`` would (None: zeros)."""
+        if state is None:
+            self.explainer.reset()
+        elif state is not self._returned:  # not what the last call gave: the caller's own
+            self.explainer.set_actor_memory(state)
 
     def explain(self, observation: np.ndarray, actions=None, deterministic: bool = True) -> Explanation:
         """Explain the policy's own choice, or the given ``actions``, for one observation or a batch.
@@ -204,12 +224,12 @@ class ExplainedPolicy:
             ) from None
         return obs.reshape((-1, *space.shape)), vectorized
 
-    def _explain(self, obs: np.ndarray, actions, deterministic: bool) -> Explanation:
+    def _explain(self, obs: np.ndarray, actions, deterministic: bool, episode_start=None) -> Explanation:
         if actions is not None:
             actions = self._check_actions(actions, len(obs))
         self.explainer.deterministic = deterministic
         with self._opened():
-            return self.explainer.explain(obs, actions=actions)
+            return self.explainer.explain(obs, actions=actions, episode_start=episode_start)
 
     def _check_actions(self, actions, n: int) -> np.ndarray:
         if not self.explainer.family.discrete:  # vectors: the family checks them (rlcam.families)

@@ -495,6 +495,23 @@ class Explainer:
         """Forget the state carried between steps (a recurrent policy's memory): the next step starts fresh."""
         self._state = None
 
+    def actor_memory(self) -> tuple[np.ndarray, ...] | None:
+        """A recurrent policy's actor LSTM state after the last step, ``(h, c)`` each ``(layers, N,
+        size)``, as ``RecurrentPPO.predict`` returns it; None before a step or for other policies."""
+        if not self.family.recurrent or self._state is None:
+            return None
+        return tuple(h.cpu().numpy() for h in self._state[0])
+
+    def set_actor_memory(self, state) -> None:
+        """Carry on from ``state`` (``(h, c)``, as ``RecurrentPPO.predict`` takes it) for the actor;
+        the critic's LSTM, which ``predict`` never runs, keeps its state where it is the same
+        size, else starts from zeros."""
+        device = self._device()
+        actor = tuple(torch.as_tensor(np.asarray(h), dtype=torch.float32, device=device) for h in state)
+        n = int(actor[0].shape[1])
+        critic = self._state[1] if self._state is not None and self.family.state_size(self._state) == n else None
+        self._state = (actor, critic if critic is not None else self.family.initial_state(n)[1])
+
     def _capture(self, index, module, inputs, output):
         if self._passive:
             return None

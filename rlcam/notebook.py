@@ -168,14 +168,17 @@ def annotate_frame(
         observation: one observation (or a batch of one), in any layout SB3's ``predict`` takes.
         frame: the raw RGB frame ``(h, w, 3)`` of that state, e.g. ``venv.get_images()[0]``.
         action: explain this action instead of the policy's argmax.
-        names: action names for the panel; default ``a0, a1, ...``.
+        names: action names for the panel (a continuous policy's components, a structured one's
+            parts); default ``a0, a1, ...``.
         scale, alpha: frame upscaling and map opacity. The map is normalised by its own maximum.
     """
     policy = _explained(policy)
     explanation = policy.explain(observation, actions=None if action is None else [action])
     if len(explanation.actions) != 1:
         raise ValueError(f"annotate_frame takes one observation, got a batch of {len(explanation.actions)}")
-    names = names or [f"a{i}" for i in range(policy.n_actions)]
+    space = policy.agent.policy.action_space  # a name per action, or per component / part of a vector action
+    count = policy.n_actions if policy.n_actions is not None else int(np.prod(space.shape))
+    names = names or [f"a{i}" for i in range(count)]
     shown: list[np.ndarray] = []
     writer = StepWriter(policy.explainer, names, video=shown, norm="frame", scale=scale, alpha=alpha)
     writer.write(None, [np.asarray(frame)], explanation, np.zeros(1), np.zeros(1, dtype=bool), [{}])

@@ -196,6 +196,11 @@ def _check_policy(policy: ExplainedPolicy, space) -> None:
             f"policy must be an rlcam.ExplainedPolicy, not {type(policy).__name__}; "
             "wrap the model: ExplainedPolicy(model)."
         )
+    if policy.n_actions is None:
+        raise RlcamError(
+            "the attention recorders record discrete-action policies, not this one's "
+            f"{policy.agent.policy.action_space}; use 'rlcam record' (or rlcam.record) for it."
+        )
     if not isinstance(space, spaces.Discrete) or space.n != policy.n_actions:
         raise RlcamError(f"the env's actions {space} do not match the policy's {policy.n_actions} discrete actions.")
 

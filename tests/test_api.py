@@ -466,3 +466,16 @@ def test_api_example_runs_and_logs_video_summaries(breakout_env, tmp_path, monke
     images = gif_summaries(out / "tb").Images("rlcam/attention")
     assert [image.step for image in images] == [128, 256]
     assert all(Image.open(io.BytesIO(i.encoded_image_string)).n_frames == 32 for i in images)
+
+
+def test_a_continuous_policy_annotates_frames_and_the_recorders_say_what_they_take(tmp_path):
+    from tests.test_families_cli import _save
+
+    path = _save("ppo", "rlcam.toyenv:SteerToDot-v0", tmp_path / "box.zip")
+    explained = ExplainedPolicy(path)
+    assert explained.n_actions is None
+    obs = explained.model.observation_space.sample()
+    frame = np.asarray(annotate_frame(explained, obs, np.zeros((84, 84, 3), np.uint8)).image)
+    assert frame.ndim == 3 and frame.shape[0] >= 84 and frame.std() > 0  # the view and its panel
+    with pytest.raises(RlcamError, match=r"record discrete-action policies, not this one's Box\(.*use 'rlcam record'"):
+        RecordAttention(gym.make("rlcam.toyenv:SteerToDot-v0", render_mode="rgb_array"), explained, tmp_path)

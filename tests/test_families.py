@@ -308,6 +308,35 @@ def test_recurrent_actions_equal_predict_over_a_rollout():
     venv.close()
 
 
+def test_explained_policy_carries_a_recurrent_state_as_predict_does():
+    """rlcam.ExplainedPolicy.predict(obs, state, episode_start) over a rollout with resets gives
+    RecurrentPPO.predict's actions and states; a state passed in (not the one returned) is taken."""
+    from rlcam import ExplainedPolicy
+
+    venv = venv_for(spaces.Discrete(3), n=2, seed=3)
+    model = build("recurrent", venv)
+    obs = venv.reset()
+    state, starts, rollout = None, np.ones(2, dtype=bool), []
+    for _ in range(40):  # three resets per env
+        predicted, next_state = model.predict(obs, state=state, episode_start=starts, deterministic=True)
+        rollout.append((obs, starts, predicted, next_state))
+        obs, _, starts, _ = venv.step(predicted)
+        state = next_state
+    with ExplainedPolicy(model) as policy:
+        state = None
+        for obs, starts, predicted, expected in rollout:
+            actions, state, explanation = policy.predict(obs, state=state, episode_start=starts, deterministic=True)
+            np.testing.assert_array_equal(actions, predicted)
+            np.testing.assert_allclose(state[0], expected[0], atol=1e-6)
+            np.testing.assert_allclose(state[1], expected[1], atol=1e-6)
+        obs, starts, predicted, _ = rollout[20]  # from SB3's own state of step 19, in a fresh policy
+        given = tuple(h.copy() for h in rollout[19][3])
+        with ExplainedPolicy(model) as fresh:
+            actions, _, _ = fresh.predict(obs, state=given, episode_start=starts, deterministic=True)
+        np.testing.assert_array_equal(actions, predicted)
+    venv.close()
+
+
 def test_recurrent_map_explains_the_step_given_its_state():
     venv = venv_for(spaces.Discrete(3), n=2, seed=3)
     model = build("recurrent", venv)
