@@ -138,7 +138,7 @@ def trace_arrays(path: Path, env_index: int = 0) -> tuple[dict, dict[str, np.nda
         raise RlcamError(f"trace {path} has actions shaped {shape} per step; rlcam records flat vectors.")
     if len(arrays["action"]) == 0:
         raise RlcamError(f"trace {path} holds no steps.")
-    notes = []
+    notes = [f"recorded with a warning: {w}" for w in meta.get("warnings") or []]  # as the recorder said it
     if "action_values" not in arrays:
         notes.append(
             "This trace has no action_values (recorded before rlcam stored them): no probabilities or Q-values."

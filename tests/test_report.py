@@ -631,6 +631,16 @@ def test_dict_frames_are_the_observed_image_key(families):
     np.testing.assert_array_equal(s["input_image"], run.arrays["input_shares"][:, 1])
 
 
+def test_the_recorders_warnings_are_the_pages_notes(families):
+    """MiniGrid's 56-px view loses its last 4 rows and columns to NatureCNN's strides: record said so,
+    and the page says it too; an 84-px run has no such note."""
+    trace, _ = _family(families, "grid")
+    run = run_from_trace(trace)
+    unseen = [n for n in run.notes if "never reach features_extractor.extractors.image" in n]
+    assert unseen and unseen[0].startswith("recorded with a warning: input rows 52-55 and columns 52-55")
+    assert not any("never reach" in n for n in run_from_trace(families["box"][0]).notes)
+
+
 def test_family_series_against_an_independent_computation(families):
     box = run_from_trace(families["box"][0])
     s = series(box)
