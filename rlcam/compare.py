@@ -290,6 +290,7 @@ def compare(cfg: CompareConfig, on_step: Callable[[int, int | None], None] | Non
                 env=str(env),
                 env_id=env_id,
                 zoo_run=env_info.source,
+                zoo_run_resolved=str(Path(env_info.source).resolve()) if env_info.source else None,
                 frame_stack=env_info.frame_stack,
                 algo=agent.algo,
                 family=ex.family.name,

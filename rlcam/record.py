@@ -204,6 +204,7 @@ def record(cfg: RecordConfig, on_step: Callable[[int, int | None], None] | None 
             env=str(env),
             frame_stack=env_info.frame_stack,
             zoo_run=env_info.source,
+            zoo_run_resolved=str(Path(env_info.source).resolve()) if env_info.source else None,
             env_id=env_info.env_id,
             atari_wrappers=env_info.atari,
             algo=agent.algo,

@@ -572,7 +572,9 @@ def trace_env(meta: dict, source) -> str | EnvRecipe:
     folder's training env when it was one (the folder must still be where the trace names it), else
     the env as named (``module:EnvId-v0`` imports the module that registers it), else its id."""
     if meta.get("zoo_run"):
-        folder = Path(meta["zoo_run"])
+        folder = Path(meta["zoo_run"])  # as the user named it; else where that was when recording
+        if not folder.is_dir() and meta.get("zoo_run_resolved"):
+            folder = Path(meta["zoo_run_resolved"])
         run = find_run(folder, None) if folder.is_dir() else None
         if run is None:
             raise RlcamError(

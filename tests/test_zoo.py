@@ -512,3 +512,15 @@ def test_check_and_sanity_take_a_run_folder_and_use_its_env(tmp_path, capsys):
     captured = capsys.readouterr()
     assert code in (0, 1) and "rlcam: error" not in captured.err, captured.err  # not refused: the run's env fits
     assert "features_extractor.cnn.0" in captured.out
+
+
+def test_a_run_named_by_a_relative_path_replays_from_elsewhere(two_runs, tmp_path, monkeypatch, capsys):
+    _, runs = two_runs
+    monkeypatch.chdir(runs[0].parent)
+    out = tmp_path / "rel.mp4"
+    argv = ["record", "--agent", runs[0].name, "--steps", "4", "--out", str(out), "--quiet"]
+    assert main(argv) == 0, capsys.readouterr().err
+    meta = load_trace(out.with_suffix(".npz")).meta
+    assert meta["zoo_run"] == runs[0].name and meta["zoo_run_resolved"] == str(runs[0].resolve())
+    monkeypatch.chdir(tmp_path)  # the typed path means nothing here; where it was still holds the run
+    assert main(["report", str(out.with_suffix(".npz")), "--out", str(tmp_path / "rel.html")]) == 0
