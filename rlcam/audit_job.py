@@ -170,7 +170,7 @@ def _mean(values: np.ndarray) -> float | None:
     return float(finite.mean()) if finite.size else None
 
 
-def _action_metrics(taken: np.ndarray, names) -> dict:
+def _action_metrics(taken: np.ndarray, names: list[str]) -> dict:
     """How varied the actions were: for discrete actions the normalised entropy of their frequencies
     and the most frequent one with its share; for structured ones the most frequent joint choice
     (``2-0-1``) and its share (no entropy: the trace does not hold how many choices there were);
@@ -179,26 +179,21 @@ def _action_metrics(taken: np.ndarray, names) -> dict:
     if taken.ndim == 2 and np.issubdtype(taken.dtype, np.floating):
         sd = float(taken.std(axis=0).mean()) if steps else None
         return {"action_entropy": None, "top_action": "", "top_action_share": None, "action_sd": sd}
-    if taken.ndim == 1:
+    discrete = taken.ndim == 1
+    if discrete:
         actions = taken.astype(np.int64)
-        names = list(names or [f"a{i}" for i in range(int(actions.max(initial=0)) + 1)])
-        categories = len(names)
     else:  # structured: the joint choice, e.g. "2-0-1"
         joint, actions = np.unique(taken.astype(np.int64), axis=0, return_inverse=True)
         actions = actions.reshape(-1)
         names = ["-".join(map(str, row)) for row in joint]
-        categories = 0  # unknown: no entropy
     counts = np.bincount(actions, minlength=len(names)).astype(np.float64)
     p = counts / max(steps, 1)
     nonzero = p[p > 0]
+    entropy = None  # structured: how many joint choices there were is not known
+    if discrete:
+        entropy = float(-(nonzero * np.log(nonzero)).sum() / math.log(len(names))) if len(names) > 1 else 0.0
     return {
-        "action_entropy": (
-            None
-            if not categories
-            else float(-(nonzero * np.log(nonzero)).sum() / math.log(categories))
-            if categories > 1
-            else 0.0
-        ),
+        "action_entropy": entropy,
         "top_action": names[int(counts.argmax())] if steps else "",
         "top_action_share": float(p.max()) if steps else None,
         "action_sd": None,
@@ -218,6 +213,9 @@ def measure(trace, radius: float = 10.0) -> dict:
     starts = np.r_[0, ends][: len(ends)]
     scores = [float(reward[a:b].sum()) for a, b in zip(starts, ends, strict=True)]
     requested = meta.get("episodes_requested")
+    discrete = taken.ndim == 1
+    default = [f"a{i}" for i in range(int(taken.max(initial=0)) + 1)] if discrete else []
+    names = list(meta.get("action_names") or default)
     row: dict = {
         "return": float(np.mean(scores)) if scores else None,
         "return_sd": float(np.std(scores)) if len(scores) > 1 else None,
@@ -225,11 +223,9 @@ def measure(trace, radius: float = 10.0) -> dict:
         "games": len(scores),
         "steps": steps,
         "truncated": bool(requested is not None and len(scores) < int(requested)),
-        **_action_metrics(taken, meta.get("action_names")),
+        **_action_metrics(taken, names),
         "policy_entropy": None,
     }
-    discrete = taken.ndim == 1
-    names = list(meta.get("action_names") or [])
     if discrete and meta.get("algo") in ("ppo", "a2c") and "action_values" in trace.keys() and len(names) > 1:
         probs = np.clip(np.asarray(trace["action_values"], np.float64), 1e-12, 1.0)  # (T, A) the policy's
         row["policy_entropy"] = _mean(-(probs * np.log(probs)).sum(1) / math.log(len(names)))

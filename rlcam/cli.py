@@ -616,7 +616,7 @@ def cmd_sanity(args) -> int:
 
 def cmd_info(args) -> int:
     from rlcam.agents import load_agent
-    from rlcam.coverage import sentences, unseen
+    from rlcam.coverage import sentences, unseen_in
     from rlcam.envs import describe_observations
     from rlcam.explainer import conv_layers, default_layer, key_layers
     from rlcam.families import family_for
@@ -643,7 +643,7 @@ def cmd_info(args) -> int:
         print(f"layer        {default_layer(agent)} (default)")
         print("candidates   " + "\n             ".join(layers))
         mapped = list(key_layers(agent).values()) or [default_layer(agent)]
-        for sentence in sentences([u for u in (unseen(model.policy, layer) for layer in mapped) if u is not None]):
+        for sentence in sentences(unseen_in(model.policy, mapped)):
             print(f"unseen       {sentence}")
         others: dict[str, list[str]] = {}  # targets whose maps come from another extractor (a critic's)
         for target in family.all_targets():

@@ -42,6 +42,7 @@ from rlcam.norm import NORMS
 from rlcam.objects import positions
 from rlcam.record import StepWriter, _stop_on_signals, auto_scale, observation_frames
 from rlcam.video import BackgroundFrames, FrameWriter, TraceWriter
+from rlcam.zoo import trace_fields
 
 __all__ = ["CompareConfig", "CompareResult", "Side", "compare"]
 
@@ -265,7 +266,8 @@ def compare(cfg: CompareConfig, on_step: Callable[[int, int | None], None] | Non
     n_envs = 1 if cfg.mode == "replay" else 2
     space = agents[0].model.observation_space
     venvs = [make_env(env, n_envs=1, seed=cfg.seed, agent_space=space) for _ in range(n_envs)]
-    env_id, env_info = venvs[0][1].env_id, venvs[0][1]
+    env_info = venvs[0][1]
+    env_id = env_info.env_id
     try:
         for agent in agents:
             check_compatible(venvs[0][0], agent.model.observation_space, agent.model.action_space, env_id)
@@ -289,8 +291,7 @@ def compare(cfg: CompareConfig, on_step: Callable[[int, int | None], None] | Non
                 rlcam_version=rlcam.__version__,
                 env=str(env),
                 env_id=env_id,
-                zoo_run=env_info.source,
-                zoo_run_resolved=str(Path(env_info.source).resolve()) if env_info.source else None,
+                **trace_fields(env_info.source),
                 frame_stack=env_info.frame_stack,
                 algo=agent.algo,
                 family=ex.family.name,

@@ -54,6 +54,11 @@ class Unseen:
         )
 
 
+def unseen_in(policy: torch.nn.Module, layers: list[str]) -> list[Unseen]:
+    """``unseen`` of each layer's extractor, those with pixels it never reads."""
+    return [u for u in (unseen(policy, layer) for layer in layers) if u is not None]
+
+
 def sentences(found: list[Unseen]) -> list[str]:
     """A sentence per distinct border, naming every image key that loses it."""
     groups: dict[tuple, list[Unseen]] = {}
@@ -120,7 +125,8 @@ def unseen(policy: torch.nn.Module, layer: str, seed: int = 0) -> Unseen | None:
             return None
         redrawn = x.detach().clone()
         noise = torch.rand(redrawn.shape, generator=generator).to(device)
-        redrawn[..., blind.to(device)] = noise[..., blind.to(device)]
+        where = blind.to(device)
+        redrawn[..., where] = noise[..., where]
         with torch.no_grad():
             if not torch.equal(extractor(redrawn), out.detach()):
                 return None  # a zero gradient there, but the output moves: not a pixel it cannot see

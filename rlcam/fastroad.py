@@ -104,10 +104,11 @@ def speed_up(env) -> None:
             color = [int(c) for c in self.road_poly[i][1]]  # read each frame: a visited tile changes colour
             draw(self.surf, screen[i].tolist(), color)
 
-    checked = {"frames": 0}
+    checked = 0  # frames drawn both ways so far
 
     def render_road(self, zoom, translation, angle):
-        if checked["frames"] >= CHECKED_FRAMES:
+        nonlocal checked
+        if checked >= CHECKED_FRAMES:
             fast_road(self, zoom, translation, angle)
             return
         import pygame
@@ -118,7 +119,7 @@ def speed_up(env) -> None:
         fast_road(self, zoom, translation, angle)
         same = np.array_equal(pygame.surfarray.array3d(drawn), pygame.surfarray.array3d(self.surf))
         self.surf = drawn  # the original's drawing, either way
-        checked["frames"] += 1
+        checked += 1
         if not same:
             warnings.warn(
                 "rlcam's fast CarRacing road drawing differs from this gymnasium/pygame's; using the original.",

@@ -33,7 +33,7 @@ from rlcam.norm import Normalizer
 from rlcam.objects import object_names, positions
 from rlcam.render import PanelInfo, compose, grid_tile_size, view_width
 from rlcam.video import PLACEMENT_META, BackgroundFrames, FrameWriter, TraceWriter, placement_meta
-from rlcam.zoo import agent_and_env
+from rlcam.zoo import agent_and_env, trace_fields
 
 DEFAULT_STEPS = 1000
 
@@ -203,8 +203,7 @@ def record(cfg: RecordConfig, on_step: Callable[[int, int | None], None] | None 
             rlcam_version=rlcam.__version__,
             env=str(env),
             frame_stack=env_info.frame_stack,
-            zoo_run=env_info.source,
-            zoo_run_resolved=str(Path(env_info.source).resolve()) if env_info.source else None,
+            **trace_fields(env_info.source),
             env_id=env_info.env_id,
             atari_wrappers=env_info.atari,
             algo=agent.algo,
@@ -285,7 +284,7 @@ def unseen_inputs(explainer) -> list:
     if explainer.image_key is not None:
         others = key_layers(explainer.agent, explainer.target)
         layers += [layer for key, layer in others.items() if key != explainer.image_key]
-    return [u for u in (coverage.unseen(explainer.policy, layer) for layer in layers) if u is not None]
+    return coverage.unseen_in(explainer.policy, layers)
 
 
 def zero_maps_warning(zero_share: float | None, explainer) -> str | None:

@@ -193,11 +193,8 @@ def replay_frames(
     from rlcam.zoo import trace_env
 
     env_id = meta["env_id"]
-    stack = meta.get("frame_stack")
-    env = trace_env(
-        meta, f"trace {source}"
-    )  # an rl-zoo run's env: its wrappers, stack and statistics, as record built it
-    stack = None if meta.get("zoo_run") else stack or None
+    env = trace_env(meta, f"trace {source}")  # an rl-zoo run's: its wrappers, stack and statistics
+    stack = None if meta.get("zoo_run") else meta.get("frame_stack") or None
     venv, _ = make_env(env, n_envs=1, seed=int(meta["seed"]) + env_index, frame_stack=stack)
     space = space_info(venv.action_space, venv.observation_space, str(meta.get("layer", "")))
     image_key = space.get("image_key")

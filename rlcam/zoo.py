@@ -567,6 +567,12 @@ def agent_and_env(agent: Path, env: str | None) -> tuple[Path, str | EnvRecipe]:
     return (Path(agent), env or DEFAULT_ENV) if run is None else (run.model, run.recipe)
 
 
+def trace_fields(source: str | None) -> dict:
+    """What a trace's meta keeps of the rl-zoo run folder its env came from (``EnvInfo.source``):
+    the folder as named, and resolved, for ``trace_env``."""
+    return {"zoo_run": source, "zoo_run_resolved": str(Path(source).resolve()) if source else None}
+
+
 def trace_env(meta: dict, source) -> str | EnvRecipe:
     """The env a trace (``meta``; ``source`` names it in messages) was recorded in, to replay it: the rl-zoo run
     folder's training env when it was one (the folder must still be where the trace names it), else

@@ -98,12 +98,10 @@ def pointing(model, method: str, target: str, key: str, obs, dots, squares, ok=N
         "square_8px": float((to_square <= 8).mean()),
         "zero_maps": float((maps.reshape(len(maps), -1).max(axis=1) <= 0).mean()),
         "mass": float(maps.sum(axis=(1, 2)).mean()),  # mean total map: how much there is to see on this key
+        "dot_seen_frames": int(seen.sum()),  # the whole dot in pixels the network reads
+        "dot_4px_seen": float((to_dot[seen] <= 4).mean()) if seen.any() else None,
+        "dot_4px_partly_unseen": float((to_dot[~seen] <= 4).mean()) if (~seen).any() else None,
     }
-    result.update(
-        dot_seen_frames=int(seen.sum()),  # the whole dot in pixels the network reads
-        dot_4px_seen=float((to_dot[seen] <= 4).mean()) if seen.any() else None,
-        dot_4px_partly_unseen=float((to_dot[~seen] <= 4).mean()) if (~seen).any() else None,
-    )
     if ok is not None:
         result.update(
             solved_frames=int(ok.sum()),
